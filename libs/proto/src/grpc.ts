@@ -1,0 +1,200 @@
+import {
+  Metadata,
+  credentials,
+  status,
+  type ChannelCredentials,
+  type ClientReadableStream,
+  type ClientUnaryCall,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type ServiceError,
+  type sendUnaryData,
+} from "@grpc/grpc-js";
+import { MsbError, grpcStatusOf, msbErrorFromWire, toMsbError } from "@msb/errors";
+
+/** Trailing metadata key holding the msb error code (UPPER_SNAKE string). */
+export const ERROR_CODE_METADATA_KEY = "msb-error-code";
+/** Trailing metadata key holding the error details as JSON. */
+export const ERROR_DETAILS_METADATA_KEY = "msb-error-details";
+
+/** Services talk over loopback or a private network; TLS is a deployment concern. */
+export function createGrpcChannelCredentials(): ChannelCredentials {
+  return credentials.createInsecure();
+}
+
+/** Turns an MsbError (or anything thrown) into a gRPC status with the code in trailers. */
+export function toServiceError(err: unknown, requestId?: string): Partial<ServiceError> {
+  const msbError = toMsbError(err, requestId);
+  const metadata = new Metadata();
+  metadata.set(ERROR_CODE_METADATA_KEY, msbError.code);
+  metadata.set(ERROR_DETAILS_METADATA_KEY, JSON.stringify(msbError.details));
+  return { code: grpcStatusOf(msbError), details: msbError.message, metadata };
+}
+
+/**
+ * Turns a gRPC client error back into an MsbError. A peer that is down becomes
+ * SERVICE_UNAVAILABLE and a passed deadline TIMEOUT, each naming the service.
+ */
+export function fromServiceError(err: unknown, service: string): MsbError {
+  if (err instanceof MsbError) return err;
+  const e = err as Partial<ServiceError>;
+  const code = e.metadata?.get(ERROR_CODE_METADATA_KEY)[0];
+  if (typeof code === "string") {
+    const raw = e.metadata?.get(ERROR_DETAILS_METADATA_KEY)[0];
+    let details: unknown = {};
+    try {
+      details = typeof raw === "string" ? JSON.parse(raw) : {};
+    } catch {
+      details = {};
+    }
+    return msbErrorFromWire(code, e.details ?? e.message ?? "", details);
+  }
+  if (e.code === status.UNAVAILABLE) {
+    return new MsbError(
+      "SERVICE_UNAVAILABLE",
+      `The ${service} is not reachable; it may be starting or restarting. Retry in a few seconds; 'msb server status' shows its state.`,
+      { details: { service }, cause: err },
+    );
+  }
+  if (e.code === status.DEADLINE_EXCEEDED) {
+    return new MsbError("TIMEOUT", `The ${service} did not answer in time. Retry.`, {
+      details: { service },
+      cause: err,
+    });
+  }
+  if (e.code === status.CANCELLED) {
+    return new MsbError("CANCELLED", `The call to the ${service} was cancelled.`, {
+      details: { service },
+      cause: err,
+    });
+  }
+  return toMsbError(err);
+}
+
+type UnaryMethod<Req, Res> = (
+  request: Req,
+  metadata: Metadata,
+  options: { deadline: Date },
+  callback: (err: ServiceError | null, response: Res) => void,
+) => ClientUnaryCall;
+
+/**
+ * Calls a unary method with a deadline (always set: a hung peer must not hang the caller) and
+ * an optional AbortSignal; errors come back as MsbError.
+ */
+export function callUnary<Req, Res>(
+  service: string,
+  method: UnaryMethod<Req, Res>,
+  request: Req,
+  options: { timeoutMs: number; signal?: AbortSignal },
+): Promise<Res> {
+  return new Promise<Res>((resolve, reject) => {
+    const call = method(
+      request,
+      new Metadata(),
+      { deadline: new Date(Date.now() + options.timeoutMs) },
+      (err, response) => {
+        options.signal?.removeEventListener("abort", onAbort);
+        if (err) reject(fromServiceError(err, service));
+        else resolve(response);
+      },
+    );
+    const onAbort = (): void => call.cancel();
+    if (options.signal?.aborted === true) call.cancel();
+    else options.signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/**
+ * Iterates a server stream, mapping its error to MsbError. Cancelling the signal (or
+ * breaking out of the loop) cancels the call.
+ */
+export async function* readServerStream<Res>(
+  service: string,
+  stream: ClientReadableStream<Res>,
+  signal?: AbortSignal,
+): AsyncGenerator<Res> {
+  const onAbort = (): void => stream.cancel();
+  if (signal?.aborted === true) stream.cancel();
+  else signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    for await (const message of stream as AsyncIterable<Res>) yield message;
+  } catch (err) {
+    throw fromServiceError(err, service);
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    stream.cancel();
+  }
+}
+
+/** What a handler gets besides the request: a signal that aborts when the caller goes away. */
+export interface HandlerContext {
+  readonly signal: AbortSignal;
+  readonly metadata: Metadata;
+}
+
+interface ErrorLogger {
+  error(obj: object, msg: string): void;
+}
+
+function logIfInternal(logger: ErrorLogger, err: unknown, method: string): Partial<ServiceError> {
+  const requestId = crypto.randomUUID();
+  const serviceError = toServiceError(err, requestId);
+  if (!(err instanceof MsbError)) logger.error({ err, method, requestId }, "internal error");
+  return serviceError;
+}
+
+/** Adapts an async function to a grpc-js unary handler; thrown errors become statuses. */
+export function unaryHandler<Req, Res>(
+  logger: ErrorLogger,
+  method: string,
+  fn: (request: Req, ctx: HandlerContext) => Promise<Res>,
+): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
+  return (call, callback) => {
+    const controller = new AbortController();
+    call.on("cancelled", () =>
+      controller.abort(new MsbError("CANCELLED", "The caller went away.")),
+    );
+    fn(call.request, { signal: controller.signal, metadata: call.metadata }).then(
+      (res) => callback(null, res),
+      (err: unknown) => callback(logIfInternal(logger, err, method), null),
+    );
+  };
+}
+
+/**
+ * Adapts an async generator to a grpc-js server-streaming handler, honouring back-pressure:
+ * the generator is not pulled again until the previous message was flushed.
+ */
+export function serverStreamHandler<Req, Res>(
+  logger: ErrorLogger,
+  method: string,
+  fn: (request: Req, ctx: HandlerContext) => AsyncIterable<Res>,
+): (call: ServerWritableStream<Req, Res>) => void {
+  return (call) => {
+    const controller = new AbortController();
+    call.on("cancelled", () =>
+      controller.abort(new MsbError("CANCELLED", "The caller went away.")),
+    );
+    void (async () => {
+      try {
+        for await (const message of fn(call.request, {
+          signal: controller.signal,
+          metadata: call.metadata,
+        })) {
+          if (controller.signal.aborted) return;
+          if (!call.write(message)) {
+            await new Promise<void>((resolve) => {
+              call.once("drain", resolve);
+              controller.signal.addEventListener("abort", () => resolve(), { once: true });
+            });
+          }
+        }
+        call.end();
+      } catch (err) {
+        if (controller.signal.aborted) return;
+        call.destroy(logIfInternal(logger, err, method) as ServiceError);
+      }
+    })();
+  };
+}
