@@ -52,5 +52,9 @@ if [ "${1:-}" != "--no-guest" ]; then
       bash "tools/$step/build.sh" >/dev/null
     fi
   done
+  if [ -x tools/images/build-all.sh ]; then
+    say "images microsandbox/python and microsandbox/node (MSB_HOME=${MSB_HOME:-$HOME/.msb})"
+    bash tools/images/build-all.sh >/dev/null
+  fi
 fi
 say "ready"
