@@ -1,1 +1,35 @@
-export {};
+export {
+  DEFAULT_WINDOW_BYTES,
+  FRAME_HEADER_BYTES,
+  FrameDecoder,
+  FrameKind,
+  MAX_FRAME_BYTES,
+  PROTOCOL_VERSION,
+  encodeFrame,
+  type Frame,
+  type FrameDecoderOptions,
+} from "./frame.js";
+export type { DirEntry, ExitStatus, Hello, Metrics, ReplError } from "./messages.js";
+export {
+  AgentClient,
+  createAgentClient,
+  type AgentClientOptions,
+  type CallOptions,
+  type ConfigureParams,
+  type ExecOptions,
+  type ExecParams,
+  type OutputChunk,
+  type ProcessHandle,
+  type RunResult,
+} from "./client.js";
+export {
+  REPL_DRIVER_ARGV,
+  REPL_DRIVER_DIR,
+  ReplSession,
+  createReplSession,
+  type ReplLanguage,
+  type ReplOutput,
+  type ReplResult,
+  type ReplRunOptions,
+  type ReplSessionOptions,
+} from "./repl-session.js";
