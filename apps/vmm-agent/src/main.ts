@@ -1,1 +1,104 @@
-export {};
+import { Server } from "@grpc/grpc-js";
+import { mkdir, rm } from "node:fs/promises";
+import { cpus, totalmem } from "node:os";
+import { fileURLToPath } from "node:url";
+import { VmmServiceService } from "@msb/proto";
+import { createLogger, runMain } from "@msb/runtime";
+import { createAdmission } from "./admission.js";
+import { loadConfig } from "./config.js";
+import { createGuestArtifactsResolver } from "./guest/artifacts.js";
+import { probeDir, probeKvm } from "./guest/kvm-probe.js";
+import { bindGrpcServer } from "./grpc/listen.js";
+import { createVmmServiceServer } from "./grpc/vmm-service-server.js";
+import { chooseAccelerator } from "./hypervisor/accelerator.js";
+import type { AcceleratorChoice } from "./hypervisor/hypervisor.js";
+import { createQemuHypervisor } from "./hypervisor/qemu/qemu-hypervisor.js";
+import { reapLeftovers } from "./supervision/leftovers.js";
+import { createProcProcessTable } from "./supervision/process-table.js";
+import { createVmService } from "./vm-service.js";
+
+const VERSION = "0.1.0";
+const logger = createLogger({ name: "vmm-agent" });
+
+runMain(
+  async (lifecycle) => {
+    const config = loadConfig(process.env);
+    await mkdir(config.sandboxesDir, { recursive: true, mode: 0o700 });
+
+    const leftovers = await reapLeftovers({
+      sandboxesDir: config.sandboxesDir,
+      processes: createProcProcessTable(),
+    });
+    for (const l of leftovers) logger.warn(l, "reaped what an earlier vmm-agent left");
+
+    const artifacts = createGuestArtifactsResolver({
+      kernelPath: config.kernelPath,
+      initramfsPath: config.initramfsPath,
+      repoRoot: fileURLToPath(new URL("../../..", import.meta.url)),
+      cacheDir: config.cacheDir,
+    });
+    const hypervisor = createQemuHypervisor({
+      qemuBinary: config.qemuBinary,
+      tcgTbSizeMib: config.tcgTbSizeMib,
+      consoleLogMaxBytes: config.consoleLogMaxBytes,
+      logger,
+    });
+
+    // Probed once per process; not remembered while the guest kernel is missing.
+    let choice: Promise<AcceleratorChoice> | undefined;
+    const accelerator = (): Promise<AcceleratorChoice> => {
+      choice ??= (async () => {
+        const { kernelPath, initramfsPath } = await artifacts();
+        const dir = probeDir(config.sandboxesDir);
+        const result = await chooseAccelerator({
+          mode: config.accel,
+          probeTimeoutMs: config.accelProbeTimeoutMs,
+          probeKvm: (signal) => probeKvm({ hypervisor, kernelPath, initramfsPath, dir }, signal),
+        });
+        await rm(dir, { recursive: true, force: true });
+        logger.info(result, "accelerator chosen");
+        return result;
+      })().catch((err: unknown) => {
+        choice = undefined;
+        throw err;
+      });
+      return choice;
+    };
+    void accelerator().catch((err: unknown) =>
+      logger.warn({ err }, "accelerator not probed yet: the guest kernel or agent is missing"),
+    );
+
+    const admission = createAdmission({
+      maxVms: config.maxVms,
+      memoryBudgetMib: Math.floor((totalmem() / 1024 / 1024) * (config.vmMemoryPercent / 100)),
+      maxConcurrentBoots: config.maxConcurrentBoots ?? 2 * cpus().length,
+    });
+    const service = createVmService(
+      { hypervisor, admission, logger, accelerator, artifacts },
+      {
+        sandboxesDir: config.sandboxesDir,
+        defaultMemoryMib: config.defaultMemoryMib,
+        defaultVcpus: config.defaultVcpus,
+        defaultDiskQuotaBytes: config.defaultDiskQuotaBytes,
+        bootTimeoutMs: config.bootTimeoutMs,
+        stopTimeoutMs: config.stopTimeoutMs,
+        defaultRunTimeoutMs: config.defaultRunTimeoutMs,
+        outputCapBytes: config.outputCapBytes,
+        agentVersion: VERSION,
+      },
+    );
+    // Hooks run newest first: stop serving, then stop every VM.
+    lifecycle.onShutdown("vms", (signal) => service.stopAll(signal));
+
+    const server = new Server({ "grpc.max_receive_message_length": 64 * 1024 * 1024 });
+    server.addService(VmmServiceService, createVmmServiceServer(service, logger));
+    const address = await bindGrpcServer(server, config.listenAddress);
+    lifecycle.onShutdown("grpc", () => {
+      // Streams in flight (REPL cells, commands) end when their VM stops; don't wait for them.
+      server.forceShutdown();
+      if (address.startsWith("unix:")) return rm(address.slice(5), { force: true });
+    });
+    logger.info({ address, msbHome: config.msbHome, version: VERSION }, "vmm-agent listening");
+  },
+  { logger, drainTimeoutMs: 15_000 },
+);

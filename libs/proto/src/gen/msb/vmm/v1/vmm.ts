@@ -150,6 +150,8 @@ export interface Vm {
   bootMs: number;
   /** "cold", "template" or "pool". */
   startKind: string;
+  /** Why KVM was not used for this VM, when it was not (as in GetHostInfoResponse). */
+  acceleratorNote: string;
 }
 
 /** StopVmRequest names the VM to stop. */
@@ -984,6 +986,7 @@ function createBaseVm(): Vm {
     imageReference: "",
     bootMs: 0,
     startKind: "",
+    acceleratorNote: "",
   };
 }
 
@@ -1021,6 +1024,9 @@ export const Vm: MessageFns<Vm> = {
     }
     if (message.startKind !== "") {
       writer.uint32(90).string(message.startKind);
+    }
+    if (message.acceleratorNote !== "") {
+      writer.uint32(98).string(message.acceleratorNote);
     }
     return writer;
   },
@@ -1126,6 +1132,14 @@ export const Vm: MessageFns<Vm> = {
             message.startKind = reader.string();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.acceleratorNote = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1154,6 +1168,7 @@ export const Vm: MessageFns<Vm> = {
     message.imageReference = object.imageReference ?? "";
     message.bootMs = object.bootMs ?? 0;
     message.startKind = object.startKind ?? "";
+    message.acceleratorNote = object.acceleratorNote ?? "";
     return message;
   },
 };

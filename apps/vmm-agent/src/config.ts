@@ -1,0 +1,105 @@
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { MsbError } from "@msb/errors";
+import { z } from "zod";
+
+/** Which accelerator to use: `auto` probes KVM once at start and falls back to TCG. */
+export type AccelMode = "auto" | "kvm" | "tcg";
+
+const intFrom = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+const EnvSchema = z.object({
+  MSB_HOME: z.string().min(1).optional(),
+  MSB_CACHE_DIR: z.string().min(1).optional(),
+  MSB_VMM_AGENT_ADDR: z.string().min(1).optional(),
+  MSB_KERNEL: z.string().min(1).optional(),
+  MSB_INITRAMFS: z.string().min(1).optional(),
+  MSB_QEMU: z.string().min(1).default("qemu-system-x86_64"),
+  MSB_ACCEL: z.enum(["auto", "kvm", "tcg"]).default("auto"),
+  MSB_ACCEL_PROBE_TIMEOUT_MS: intFrom(1_000, 120_000).default(10_000),
+  MSB_TCG_TB_SIZE_MIB: intFrom(1, 4096).default(64),
+  MSB_MAX_VMS: intFrom(1, 10_000).default(64),
+  MSB_VM_MEMORY_PERCENT: intFrom(1, 100).default(80),
+  MSB_MAX_CONCURRENT_BOOTS: intFrom(1, 1_000).optional(),
+  MSB_BOOT_TIMEOUT_MS: intFrom(1_000, 600_000).default(60_000),
+  MSB_STOP_TIMEOUT_MS: intFrom(100, 120_000).default(5_000),
+  MSB_DEFAULT_MEMORY_MIB: intFrom(64, 1_048_576).default(512),
+  MSB_DEFAULT_VCPUS: intFrom(1, 256).default(1),
+  MSB_DEFAULT_DISK_QUOTA_MIB: intFrom(16, 16_777_216).default(1024),
+  MSB_DEFAULT_RUN_TIMEOUT_MS: intFrom(100, 86_400_000).default(300_000),
+  MSB_OUTPUT_CAP_BYTES: intFrom(1024, 1_073_741_824).default(10 * 1024 * 1024),
+  MSB_CONSOLE_LOG_MAX_BYTES: intFrom(4096, 1_073_741_824).default(1024 * 1024),
+});
+
+/** The vmm-agent's settings; every field has a unit in its name where it has one. */
+export interface VmmAgentConfig {
+  readonly msbHome: string;
+  readonly cacheDir: string;
+  /** gRPC listen address: `unix:/path` or `host:port`. */
+  readonly listenAddress: string;
+  /** `$MSB_HOME/sandboxes`: one directory per VM (`<namespace>/<name>`). */
+  readonly sandboxesDir: string;
+  /** Explicit guest kernel (uncompressed vmlinux); unset means "ask tools/kernel/build.sh". */
+  readonly kernelPath: string | undefined;
+  /** Explicit initramfs holding the guest agent; unset means "ask tools/agent/build.sh". */
+  readonly initramfsPath: string | undefined;
+  readonly qemuBinary: string;
+  readonly accel: AccelMode;
+  /** Deadline of the KVM boot probe (spawn to the agent's HELLO). */
+  readonly accelProbeTimeoutMs: number;
+  /** TCG translation-cache size; QEMU's default (1 GiB) costs RSS for nothing here. */
+  readonly tcgTbSizeMib: number;
+  readonly maxVms: number;
+  /** Share of host RAM that the sum of VM memory sizes may reach. */
+  readonly vmMemoryPercent: number;
+  /** Boots in flight at once; the rest queue. Default: 2 per host core. */
+  readonly maxConcurrentBoots: number | undefined;
+  readonly bootTimeoutMs: number;
+  readonly stopTimeoutMs: number;
+  readonly defaultMemoryMib: number;
+  readonly defaultVcpus: number;
+  readonly defaultDiskQuotaBytes: number;
+  readonly defaultRunTimeoutMs: number;
+  /** Output kept per Exec/RunCode (stdout + stderr); beyond it output is dropped, `truncated`. */
+  readonly outputCapBytes: number;
+  /** Size at which a VM's console log stops growing (the last lines stay in memory). */
+  readonly consoleLogMaxBytes: number;
+}
+
+/** Reads the configuration from the environment; pure, so tests pass their own `env`. */
+export function loadConfig(env: Readonly<Record<string, string | undefined>>): VmmAgentConfig {
+  const parsed = EnvSchema.safeParse(env);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => ({ field: i.path.join("."), reason: i.message }));
+    throw new MsbError(
+      "CONFIG_INVALID",
+      `Invalid vmm-agent configuration: ${issues.map((i) => `${i.field}: ${i.reason}`).join("; ")}.`,
+      { details: { issues } },
+    );
+  }
+  const e = parsed.data;
+  const msbHome = e.MSB_HOME ?? join(homedir(), ".msb");
+  return {
+    msbHome,
+    cacheDir: e.MSB_CACHE_DIR ?? join(homedir(), ".cache", "msb"),
+    listenAddress: e.MSB_VMM_AGENT_ADDR ?? `unix:${join(msbHome, "run", "vmm-agent.sock")}`,
+    sandboxesDir: join(msbHome, "sandboxes"),
+    kernelPath: e.MSB_KERNEL,
+    initramfsPath: e.MSB_INITRAMFS,
+    qemuBinary: e.MSB_QEMU,
+    accel: e.MSB_ACCEL,
+    accelProbeTimeoutMs: e.MSB_ACCEL_PROBE_TIMEOUT_MS,
+    tcgTbSizeMib: e.MSB_TCG_TB_SIZE_MIB,
+    maxVms: e.MSB_MAX_VMS,
+    vmMemoryPercent: e.MSB_VM_MEMORY_PERCENT,
+    maxConcurrentBoots: e.MSB_MAX_CONCURRENT_BOOTS,
+    bootTimeoutMs: e.MSB_BOOT_TIMEOUT_MS,
+    stopTimeoutMs: e.MSB_STOP_TIMEOUT_MS,
+    defaultMemoryMib: e.MSB_DEFAULT_MEMORY_MIB,
+    defaultVcpus: e.MSB_DEFAULT_VCPUS,
+    defaultDiskQuotaBytes: e.MSB_DEFAULT_DISK_QUOTA_MIB * 1024 * 1024,
+    defaultRunTimeoutMs: e.MSB_DEFAULT_RUN_TIMEOUT_MS,
+    outputCapBytes: e.MSB_OUTPUT_CAP_BYTES,
+    consoleLogMaxBytes: e.MSB_CONSOLE_LOG_MAX_BYTES,
+  };
+}

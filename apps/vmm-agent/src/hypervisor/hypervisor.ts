@@ -1,0 +1,64 @@
+import type { Duplex } from "node:stream";
+import type { PortForwardSpec, VolumeSpec } from "./qemu/command-line.js";
+
+/** The CPU virtualisation a VM runs on. */
+export type Accelerator = "kvm" | "tcg";
+
+/** The accelerator chosen for this process, and why KVM was not used when it was not. */
+export interface AcceleratorChoice {
+  readonly accelerator: Accelerator;
+  /** Empty when KVM is used; otherwise the reason (probe failure, no /dev/kvm, forced). */
+  readonly note: string;
+}
+
+/** What a backend needs to boot one VM. */
+export interface LaunchSpec {
+  readonly vmId: string;
+  /** The VM's own directory: sockets, pidfile, console log, scratch disk. */
+  readonly dir: string;
+  readonly accelerator: Accelerator;
+  /** Uncompressed guest kernel (vmlinux). */
+  readonly kernelPath: string;
+  /** initramfs holding the guest agent (PID 1) and the REPL drivers. */
+  readonly initramfsPath: string;
+  readonly memoryMib: number;
+  readonly vcpus: number;
+  /** erofs image; absent only for the accelerator probe. */
+  readonly rootfsPath?: string;
+  readonly scratchDiskPath?: string;
+  /** `undefined` = no network interface. */
+  readonly network?: { readonly portForwards: readonly PortForwardSpec[] };
+  readonly volumes: readonly VolumeSpec[];
+}
+
+/** How a VM process ended. */
+export interface ExitInfo {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
+/** A running VM process as its backend sees it. */
+export interface VmProcess {
+  readonly pid: number;
+  /** Resolves (never rejects) when the process has exited and its files are gone. */
+  readonly exited: Promise<ExitInfo>;
+  /** The guest agent's connection; rejects if the VM exits or `signal` aborts before it. */
+  connectAgent(signal: AbortSignal): Promise<Duplex>;
+  /** The last console lines (kernel and agent messages, QEMU's own errors). */
+  consoleTail(maxLines?: number): string[];
+  /** Resident memory of the VM process on the host, or undefined once it is gone. */
+  hostRssBytes(): Promise<number | undefined>;
+  /** Asks the VMM to exit now (QMP `quit`); the guest gets no chance to sync. */
+  quit(signal: AbortSignal): Promise<void>;
+  /** Sends a signal to the VM process. */
+  kill(signal: NodeJS.Signals): void;
+}
+
+/** A VMM backend (QEMU today; libkrun later). */
+export interface Hypervisor {
+  readonly name: "qemu" | "libkrun";
+  /** Version string of the VMM binary or library. */
+  version(): Promise<string>;
+  /** Spawns a VM; resolves once the process runs (not when the guest is ready). */
+  launch(spec: LaunchSpec): Promise<VmProcess>;
+}

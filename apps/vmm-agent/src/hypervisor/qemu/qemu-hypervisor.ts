@@ -1,0 +1,256 @@
+import { execFile, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { accessSync, constants } from "node:fs";
+import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { createServer, type Server, type Socket } from "node:net";
+import { delimiter, join } from "node:path";
+import { promisify } from "node:util";
+import { MsbError } from "@msb/errors";
+import type { Logger } from "@msb/runtime";
+import { createConsoleRecorder } from "../../supervision/console-log.js";
+import { readHostRssBytes } from "../../supervision/process-table.js";
+import { TEMP_FILE_MARKER, VM_FILES } from "../../supervision/vm-files.js";
+import type { ExitInfo, Hypervisor, LaunchSpec, VmProcess } from "../hypervisor.js";
+import { buildQemuArgs } from "./command-line.js";
+import { connectQmp } from "./qmp.js";
+
+export interface QemuHypervisorOptions {
+  readonly qemuBinary: string;
+  readonly tcgTbSizeMib: number;
+  readonly consoleLogMaxBytes: number;
+  readonly logger: Logger;
+}
+
+/** Finds an executable on PATH (or checks an explicit path). */
+export function findExecutable(name: string): string | undefined {
+  const candidates = name.includes("/")
+    ? [name]
+    : (process.env["PATH"] ?? "/usr/bin:/bin").split(delimiter).map((d) => join(d, name));
+  for (const file of candidates) {
+    try {
+      accessSync(file, constants.X_OK);
+      return file;
+    } catch {
+      // try the next one
+    }
+  }
+  return undefined;
+}
+
+/** Writes a file atomically: temp file in the same directory, then rename. */
+async function writeAtomic(path: string, data: string): Promise<void> {
+  const tmp = `${path}${TEMP_FILE_MARKER}${randomBytes(4).toString("hex")}`;
+  await writeFile(tmp, data, { mode: 0o600 });
+  await rename(tmp, path);
+}
+
+function listen(server: Server, path: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(path, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+}
+
+/**
+ * The QEMU backend: `qemu-system-x86_64 -M microvm`, one process per VM, started through
+ * `setpriv --pdeathsig KILL` in its own process group so that it dies with the vmm-agent
+ * (even on SIGKILL) but not with a Ctrl-C aimed at the vmm-agent's terminal.
+ */
+export function createQemuHypervisor(options: QemuHypervisorOptions): Hypervisor {
+  const { logger } = options;
+  const setpriv = findExecutable("setpriv");
+  if (setpriv === undefined) {
+    logger.warn(
+      "setpriv (util-linux) not found: QEMU processes will not die with the vmm-agent; leftovers are reaped at the next start",
+    );
+  }
+  const qemuBinary = findExecutable(options.qemuBinary);
+
+  async function launch(spec: LaunchSpec): Promise<VmProcess> {
+    if (qemuBinary === undefined) {
+      throw new MsbError(
+        "VM_BOOT_FAILED",
+        `QEMU (${options.qemuBinary}) is not installed. Install Debian's qemu-system-x86 package or set MSB_QEMU.`,
+      );
+    }
+    await mkdir(spec.dir, { recursive: true, mode: 0o700 });
+    const agentSocketPath = join(spec.dir, VM_FILES.agentSocket);
+    const qmpSocketPath = join(spec.dir, VM_FILES.qmpSocket);
+    const pidfilePath = join(spec.dir, VM_FILES.pidfile);
+    await rm(agentSocketPath, { force: true });
+    await rm(qmpSocketPath, { force: true });
+
+    const args = buildQemuArgs({
+      accelerator: spec.accelerator,
+      tcgTbSizeMib: options.tcgTbSizeMib,
+      memoryMib: spec.memoryMib,
+      vcpus: spec.vcpus,
+      kernelPath: spec.kernelPath,
+      initramfsPath: spec.initramfsPath,
+      ...(spec.rootfsPath === undefined ? {} : { rootfsPath: spec.rootfsPath }),
+      ...(spec.scratchDiskPath === undefined ? {} : { scratchDiskPath: spec.scratchDiskPath }),
+      agentSocketPath,
+      qmpSocketPath,
+      ...(spec.network === undefined ? {} : { network: spec.network }),
+      volumes: spec.volumes,
+    });
+
+    // The host listens and QEMU connects: the guest's first bytes (HELLO) cannot be missed.
+    let agentSocket: Socket | undefined;
+    let agentWaiter: ((socket: Socket) => void) | undefined;
+    const server = createServer({ allowHalfOpen: false }, (socket) => {
+      if (agentSocket !== undefined) {
+        socket.destroy();
+        return;
+      }
+      agentSocket = socket;
+      // One connection per VM: nobody else may attach, and no socket file outlives the need.
+      server.close();
+      void rm(agentSocketPath, { force: true });
+      agentWaiter?.(socket);
+    });
+    await listen(server, agentSocketPath);
+
+    const consoleLog = createConsoleRecorder(
+      join(spec.dir, VM_FILES.consoleLog),
+      options.consoleLogMaxBytes,
+    );
+    const [command, argv] =
+      setpriv === undefined
+        ? [qemuBinary, args]
+        : [setpriv, ["--pdeathsig", "KILL", "--", qemuBinary, ...args]];
+    const child = spawn(command, argv, {
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", LANG: "C" },
+    });
+    child.stdout.on("data", (chunk: Buffer) => consoleLog.write(chunk));
+    child.stderr.on("data", (chunk: Buffer) => consoleLog.write(chunk));
+
+    let exitInfo: ExitInfo | undefined;
+    const exitListeners = new Set<(info: ExitInfo) => void>();
+    const exited = new Promise<ExitInfo>((resolve) => {
+      child.once("close", (code, signal) => {
+        void (async () => {
+          const info: ExitInfo = { code, signal };
+          exitInfo = info;
+          consoleLog.close();
+          server.close();
+          agentSocket?.destroy();
+          await Promise.all(
+            [agentSocketPath, qmpSocketPath, pidfilePath].map((p) => rm(p, { force: true })),
+          );
+          for (const listener of exitListeners) listener(info);
+          resolve(info);
+        })();
+      });
+    });
+
+    const pid = await new Promise<number>((resolve, reject) => {
+      child.once("spawn", () => resolve(child.pid ?? 0));
+      child.once("error", (err) => {
+        server.close();
+        consoleLog.close();
+        reject(
+          new MsbError("VM_BOOT_FAILED", `Could not start QEMU: ${err.message}.`, { cause: err }),
+        );
+      });
+    });
+    await writeAtomic(pidfilePath, `${pid}\n`);
+    logger.debug({ vmId: spec.vmId, pid, args }, "qemu spawned");
+
+    const vm: VmProcess = {
+      pid,
+      exited,
+      connectAgent(signal) {
+        if (agentSocket !== undefined) return Promise.resolve(agentSocket);
+        return new Promise<Socket>((resolve, reject) => {
+          const done = (): void => {
+            signal.removeEventListener("abort", onAbort);
+            exitListeners.delete(onExit);
+            agentWaiter = undefined;
+          };
+          const onAbort = (): void => {
+            done();
+            reject(
+              signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)),
+            );
+          };
+          const onExit = (info: ExitInfo): void => {
+            done();
+            reject(
+              new MsbError(
+                "VM_BOOT_FAILED",
+                `QEMU exited (${describeExit(info)}) before the guest agent connected.`,
+              ),
+            );
+          };
+          if (exitInfo !== undefined) {
+            onExit(exitInfo);
+            return;
+          }
+          if (signal.aborted) {
+            onAbort();
+            return;
+          }
+          signal.addEventListener("abort", onAbort, { once: true });
+          exitListeners.add(onExit);
+          agentWaiter = (socket) => {
+            done();
+            resolve(socket);
+          };
+        });
+      },
+      consoleTail(maxLines = 20) {
+        return consoleLog.tail(maxLines);
+      },
+      hostRssBytes() {
+        return exitInfo === undefined ? readHostRssBytes(pid) : Promise.resolve(undefined);
+      },
+      async quit(signal) {
+        if (exitInfo !== undefined) return;
+        const qmp = await connectQmp(qmpSocketPath, signal);
+        try {
+          // QEMU exits while answering; the closed connection is the expected outcome.
+          await qmp.execute("quit").catch(() => undefined);
+        } finally {
+          qmp.close();
+        }
+      },
+      kill(sig) {
+        if (exitInfo !== undefined) return;
+        try {
+          process.kill(pid, sig);
+        } catch {
+          // already gone
+        }
+      },
+    };
+    return vm;
+  }
+
+  return {
+    name: "qemu",
+    async version() {
+      if (qemuBinary === undefined) return "not installed";
+      try {
+        const { stdout } = await promisify(execFile)(qemuBinary, ["--version"], {
+          timeout: 5_000,
+        });
+        return stdout.split("\n")[0]?.trim() ?? "unknown";
+      } catch {
+        return "unknown";
+      }
+    },
+    launch,
+  };
+}
+
+/** "exit code 1" or "killed by SIGKILL". */
+export function describeExit(info: ExitInfo): string {
+  if (info.signal !== null) return `killed by ${info.signal}`;
+  return `exit code ${info.code ?? "unknown"}`;
+}

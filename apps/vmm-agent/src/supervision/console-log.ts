@@ -1,0 +1,58 @@
+import { closeSync, openSync, writeSync } from "node:fs";
+
+/**
+ * Records a VM's console: appends to a log file until it reaches `maxBytes` (a guest may
+ * print forever; the host disk must not pay for it) and always keeps the last lines in memory,
+ * for error messages.
+ */
+export interface ConsoleRecorder {
+  write(chunk: Buffer): void;
+  tail(maxLines: number): string[];
+  close(): void;
+}
+
+const KEPT_LINES = 200;
+/** Terminal escape sequences (ESC [ … letter). */
+const ANSI_ESCAPE = new RegExp(`${String.fromCharCode(27)}\\[[0-9;?]*[A-Za-z]`, "g");
+const MAX_LINE_CHARS = 1000;
+
+export function createConsoleRecorder(path: string, maxBytes: number): ConsoleRecorder {
+  let fd: number | undefined = openSync(path, "w", 0o600);
+  let written = 0;
+  const lines: string[] = [];
+  let partial = "";
+
+  const push = (line: string): void => {
+    // Escape sequences and carriage returns make error messages unreadable.
+    const clean = line.replace(/\r$/, "").replace(ANSI_ESCAPE, "");
+    lines.push(clean.length > MAX_LINE_CHARS ? `${clean.slice(0, MAX_LINE_CHARS)}…` : clean);
+    if (lines.length > KEPT_LINES) lines.shift();
+  };
+
+  return {
+    write(chunk) {
+      if (fd !== undefined && written < maxBytes) {
+        const part = chunk.subarray(0, maxBytes - written);
+        writeSync(fd, part);
+        written += part.length;
+        if (written >= maxBytes) writeSync(fd, "\n[msb: console log capped here]\n");
+      }
+      const text = partial + chunk.toString("utf8");
+      const parts = text.split("\n");
+      partial = parts.pop() ?? "";
+      if (partial.length > MAX_LINE_CHARS * 4) {
+        push(partial);
+        partial = "";
+      }
+      for (const line of parts) push(line);
+    },
+    tail(maxLines) {
+      const all = partial.length > 0 ? [...lines, partial] : lines;
+      return all.filter((l) => l.trim().length > 0).slice(-maxLines);
+    },
+    close() {
+      if (fd !== undefined) closeSync(fd);
+      fd = undefined;
+    },
+  };
+}
