@@ -135,6 +135,7 @@ static struct {
 	unsigned long long cpu_last_total, cpu_last_idle;
 	unsigned exec_seq;
 	int shutting_down;
+	int test_mode; /* not PID 1: never touch the machine (clock, hostname, mounts, power) */
 } A = { .port = -1, .sigfd = -1 };
 
 /* ------------------------------------------------------------------ frames out */
@@ -1072,7 +1073,7 @@ static void op_configure(uint32_t id, const jval *req)
 	int64_t t_ms = 0;
 
 	if (json_str(req, "hostname", &host) < 0) CFG_ERR("hostname must be a string");
-	else if (host) {
+	else if (host && !A.test_mode) {
 		size_t n = strlen(host);
 		if (n == 0 || n > 63 || strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") != n)
 			CFG_ERR("hostname must be 1-63 letters, digits, '-' or '.'");
@@ -1116,13 +1117,13 @@ static void op_configure(uint32_t id, const jval *req)
 	}
 
 	if (json_i64(req, "time_unix_ms", &t_ms) < 0) CFG_ERR("time_unix_ms must be an integer");
-	else if (t_ms > 0) {
+	else if (t_ms > 0 && !A.test_mode) {
 		struct timespec ts = { .tv_sec = t_ms / 1000, .tv_nsec = (t_ms % 1000) * 1000000 };
 		if (clock_settime(CLOCK_REALTIME, &ts) < 0) CFG_ERR("set clock: %s", strerror(errno));
 	}
 
 	if (json_str(req, "entropy", &entropy) < 0) CFG_ERR("entropy must be base64");
-	else if (entropy) {
+	else if (entropy && !A.test_mode) {
 		struct { struct rand_pool_info info; unsigned char data[512]; } rp;
 		_Static_assert(sizeof(struct rand_pool_info) == 8, "rand_pool_info layout");
 		long n = b64decode(entropy, rp.data, sizeof rp.data);
@@ -1137,7 +1138,7 @@ static void op_configure(uint32_t id, const jval *req)
 	}
 
 	const jval *mounts = json_get(req, "mounts");
-	if (mounts && mounts->type != J_NULL) {
+	if (mounts && mounts->type != J_NULL && !A.test_mode) {
 		if (mounts->type != J_ARR) CFG_ERR("mounts must be an array");
 		else
 			for (const jval *m = mounts->child; m; m = m->next) {
@@ -1158,7 +1159,7 @@ static void op_configure(uint32_t id, const jval *req)
 	}
 
 	const jval *net = json_get(req, "network");
-	if (net && net->type != J_NULL) {
+	if (net && net->type != J_NULL && !A.test_mode) {
 		const char *ip = "10.0.2.15/24", *gw = "10.0.2.2";
 		int enabled = 1;
 		if (net->type != J_OBJ || json_str(net, "ip", &ip) < 0 || json_str(net, "gateway", &gw) < 0 || json_bool(net, "enabled", &enabled) < 0) {
@@ -1291,6 +1292,11 @@ static void op_shutdown(uint32_t id, const jval *req)
 {
 	int reboot_req = 0;
 	json_bool(req, "reboot", &reboot_req);
+	if (A.test_mode) {
+		reply_ok(id);
+		flush_out_blocking(1000);
+		exit(0);
+	}
 	A.shutting_down = 1;
 	logmsg("shutting down");
 	kill(-1, SIGTERM);
@@ -1566,8 +1572,9 @@ int main(int argc, char **argv)
 	if (getpid() == 1) {
 		boot_system();
 	} else {
+		A.test_mode = 1;
 		g_boot.t_start_ms = g_boot.t_root_ms = boot_ms();
-		logmsg("not PID 1: skipping the boot sequence (test mode)");
+		logmsg("not PID 1: test mode (no boot sequence; configure leaves the machine alone)");
 	}
 
 	sigset_t mask;

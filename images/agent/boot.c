@@ -158,18 +158,46 @@ static void move_mount(const char *from, const char *to)
 	if (mount(from, to, NULL, MS_MOVE, NULL) < 0) boot_warn("could not move %s into the new root: %s", from, strerror(errno));
 }
 
+/* A disk whose virtio serial is `serial` (-device virtio-blk-device,serial=…), else the
+ * fallback name: disks are vda (image) and vdb (scratch) in QEMU's device order. */
+static void find_disk(const char *serial, const char *fallback, char *out, size_t n)
+{
+	snprintf(out, n, "%s", fallback);
+	DIR *d = opendir("/sys/block");
+	if (!d) return;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (strncmp(e->d_name, "vd", 2)) continue;
+		char p[300], v[64] = "";
+		snprintf(p, sizeof p, "/sys/block/%s/serial", e->d_name);
+		FILE *f = fopen(p, "re");
+		if (!f) continue;
+		if (!fgets(v, sizeof v, f)) v[0] = 0;
+		fclose(f);
+		v[strcspn(v, "\n")] = 0;
+		if (!strcmp(v, serial)) {
+			snprintf(out, n, "/dev/%.32s", e->d_name);
+			break;
+		}
+	}
+	closedir(d);
+}
+
 static int setup_root(void)
 {
+	char rootdev[64], scratchdev[64];
 	/* The image: read-only erofs (ext4 tolerated for hand-made images). */
 	if (wait_dev("/dev/vda", 2000) < 0) {
 		boot_error("could not mount rootfs: no root disk (/dev/vda) found");
 		return -1;
 	}
+	find_disk("msb-rootfs", "/dev/vda", rootdev, sizeof rootdev);
+	find_disk("msb-scratch", "/dev/vdb", scratchdev, sizeof scratchdev);
 	mkdir_p("/mnt/lower", 0755);
-	if (mount("/dev/vda", "/mnt/lower", "erofs", MS_RDONLY, NULL) < 0) {
+	if (mount(rootdev, "/mnt/lower", "erofs", MS_RDONLY, NULL) < 0) {
 		int e = errno;
-		if (mount("/dev/vda", "/mnt/lower", "ext4", MS_RDONLY, "noload") < 0) {
-			boot_error("could not mount rootfs: /dev/vda is not erofs (%s) nor ext4 (%s)", strerror(e), strerror(errno));
+		if (mount(rootdev, "/mnt/lower", "ext4", MS_RDONLY, "noload") < 0) {
+			boot_error("could not mount rootfs: %s is not erofs (%s) nor ext4 (%s)", rootdev, strerror(e), strerror(errno));
 			return -1;
 		}
 	}
@@ -177,11 +205,11 @@ static int setup_root(void)
 	/* The scratch disk: writable layer; survives stop/start. A tmpfs stands in when absent. */
 	mkdir_p("/mnt/scratch", 0755);
 	int scratch_ok = 0;
-	if (wait_dev("/dev/vdb", 200) == 0) {
-		if (mount("/dev/vdb", "/mnt/scratch", "ext4", MS_NOATIME, NULL) == 0) scratch_ok = 1;
-		else boot_warn("could not mount scratch disk /dev/vdb as ext4 (%s); changes will not persist", strerror(errno));
+	if (wait_dev(scratchdev, 200) == 0) {
+		if (mount(scratchdev, "/mnt/scratch", "ext4", MS_NOATIME, NULL) == 0) scratch_ok = 1;
+		else boot_warn("could not mount scratch disk %s as ext4 (%s); changes will not persist", scratchdev, strerror(errno));
 	} else {
-		boot_warn("no scratch disk (/dev/vdb); changes live in memory and will not persist");
+		boot_warn("no scratch disk (%s); changes live in memory and will not persist", scratchdev);
 	}
 	if (!scratch_ok && mount("tmpfs", "/mnt/scratch", "tmpfs", 0, "mode=0755") < 0) {
 		boot_error("could not mount a writable layer: %s", strerror(errno));
