@@ -1,0 +1,123 @@
+import { ERROR_CODES, ERROR_CODE_INFO, MsbError, isErrorCode, msbErrorFromWire } from "@msb/errors";
+
+export const DEFAULT_SERVER_URL = "http://127.0.0.1:5555";
+
+/** Failures of `fetch` that mean "nobody is listening there". */
+const UNREACHABLE = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ENOTFOUND",
+  "EHOSTUNREACH",
+  "EAI_AGAIN",
+]);
+
+function notRunning(url: string, cause: unknown): MsbError {
+  return new MsbError(
+    "SERVER_NOT_RUNNING",
+    `msb server is not running at ${url}; start it with \`msb server start --dev\`.`,
+    { cause, details: { url } },
+  );
+}
+
+function causeCode(err: unknown): string | undefined {
+  const cause = (err as { cause?: { code?: unknown } } | undefined)?.cause;
+  return typeof cause?.code === "string" ? cause.code : undefined;
+}
+
+/** The address clients dial: a wildcard listen address is reached on loopback. */
+export function dialUrl(host: string, port: number): string {
+  const dialHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+  return `http://${dialHost.includes(":") ? `[${dialHost}]` : dialHost}:${port}`;
+}
+
+export interface ControlPlaneClient {
+  readonly url: string;
+  /** `GET /api/v1/health`: the parsed body (at least `message`). */
+  health(signal?: AbortSignal): Promise<Record<string, unknown>>;
+  /** One JSON-RPC call; a JSON-RPC error becomes the MsbError named in `error.data.code`. */
+  rpc(method: string, params: Record<string, unknown>, signal?: AbortSignal): Promise<unknown>;
+}
+
+export interface ControlPlaneClientOptions {
+  readonly url: string;
+  /** Sent as `Authorization: Bearer`; absent for a `--dev` server. */
+  readonly apiKey?: string;
+  /** Per-request deadline. Default 10 s. */
+  readonly timeoutMs?: number;
+}
+
+export function createControlPlaneClient(options: ControlPlaneClientOptions): ControlPlaneClient {
+  const base = options.url.replace(/\/+$/, "");
+  const timeoutMs = options.timeoutMs ?? 10_000;
+
+  const request = async (path: string, init: RequestInit, signal?: AbortSignal) => {
+    const deadline = AbortSignal.timeout(timeoutMs);
+    const combined = signal === undefined ? deadline : AbortSignal.any([signal, deadline]);
+    try {
+      return await fetch(`${base}${path}`, { ...init, signal: combined });
+    } catch (err) {
+      const code = causeCode(err);
+      if (code !== undefined && UNREACHABLE.has(code)) throw notRunning(base, err);
+      if (deadline.aborted) {
+        throw new MsbError(
+          "TIMEOUT",
+          `msb server at ${base} did not answer ${path} within ${timeoutMs} ms. Next step: check \`msb server status\` and \`msb server log\`.`,
+          { cause: err, details: { url: base, path, timeoutMs } },
+        );
+      }
+      throw notRunning(base, err);
+    }
+  };
+
+  return {
+    url: base,
+    async health(signal) {
+      const res = await request("/api/v1/health", { method: "GET" }, signal);
+      const body: unknown = await res.json().catch(() => undefined);
+      if (!res.ok || body === null || typeof body !== "object") {
+        throw new MsbError(
+          "SERVICE_UNAVAILABLE",
+          `msb server at ${base} answered health with HTTP ${res.status}. Next step: look at \`msb server log --service control-plane\`.`,
+          { details: { url: base, status: res.status } },
+        );
+      }
+      return body as Record<string, unknown>;
+    },
+    async rpc(method, params, signal) {
+      const headers: Record<string, string> = { "content-type": "application/json" };
+      if (options.apiKey !== undefined) headers["authorization"] = `Bearer ${options.apiKey}`;
+      const res = await request(
+        "/api/v1/rpc",
+        {
+          method: "POST",
+          headers,
+          body: JSON.stringify({ jsonrpc: "2.0", method, params, id: 1 }),
+        },
+        signal,
+      );
+      const body = (await res.json().catch(() => undefined)) as
+        | { result?: unknown; error?: { code?: unknown; message?: unknown; data?: unknown } }
+        | undefined;
+      if (body?.error !== undefined) {
+        const data = body.error.data as { code?: unknown } | null | undefined;
+        const message =
+          typeof body.error.message === "string"
+            ? body.error.message
+            : `JSON-RPC error ${String(body.error.code)}`;
+        // Servers that omit `data.code` still get a meaningful code from the number.
+        const code = isErrorCode(data?.code)
+          ? data.code
+          : ERROR_CODES.find((c) => ERROR_CODE_INFO[c].jsonRpc === body.error?.code);
+        throw msbErrorFromWire(code, message, data);
+      }
+      if (body === undefined || !("result" in body)) {
+        throw new MsbError(
+          "SERVICE_UNAVAILABLE",
+          `msb server at ${base} answered ${method} with HTTP ${res.status} and no JSON-RPC body. Next step: look at \`msb server log --service control-plane\`.`,
+          { details: { url: base, status: res.status, method } },
+        );
+      }
+      return body.result;
+    },
+  };
+}
