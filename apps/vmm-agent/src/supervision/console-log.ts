@@ -16,6 +16,12 @@ const KEPT_LINES = 200;
 const ANSI_ESCAPE = new RegExp(`${String.fromCharCode(27)}\\[[0-9;?]*[A-Za-z]`, "g");
 const MAX_LINE_CHARS = 1000;
 
+/** Escape sequences and carriage returns make error messages unreadable; long lines are cut. */
+function clean(line: string): string {
+  const text = line.replace(/\r$/, "").replace(ANSI_ESCAPE, "");
+  return text.length > MAX_LINE_CHARS ? `${text.slice(0, MAX_LINE_CHARS)}…` : text;
+}
+
 export function createConsoleRecorder(path: string, maxBytes: number): ConsoleRecorder {
   let fd: number | undefined = openSync(path, "w", 0o600);
   let written = 0;
@@ -23,9 +29,7 @@ export function createConsoleRecorder(path: string, maxBytes: number): ConsoleRe
   let partial = "";
 
   const push = (line: string): void => {
-    // Escape sequences and carriage returns make error messages unreadable.
-    const clean = line.replace(/\r$/, "").replace(ANSI_ESCAPE, "");
-    lines.push(clean.length > MAX_LINE_CHARS ? `${clean.slice(0, MAX_LINE_CHARS)}…` : clean);
+    lines.push(clean(line));
     if (lines.length > KEPT_LINES) lines.shift();
   };
 
@@ -47,7 +51,7 @@ export function createConsoleRecorder(path: string, maxBytes: number): ConsoleRe
       for (const line of parts) push(line);
     },
     tail(maxLines) {
-      const all = partial.length > 0 ? [...lines, partial] : lines;
+      const all = partial.length > 0 ? [...lines, clean(partial)] : lines;
       return all.filter((l) => l.trim().length > 0).slice(-maxLines);
     },
     close() {

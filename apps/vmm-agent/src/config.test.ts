@@ -1,0 +1,42 @@
+import { describe, expect, it } from "vitest";
+import { loadConfig } from "./config.js";
+
+describe("loadConfig", () => {
+  it("derives every path from MSB_HOME and has defaults for the rest", () => {
+    const config = loadConfig({ MSB_HOME: "/srv/msb" });
+    expect(config.listenAddress).toBe("unix:/srv/msb/run/vmm-agent.sock");
+    expect(config.sandboxesDir).toBe("/srv/msb/sandboxes");
+    expect(config.accel).toBe("auto");
+    expect(config.maxVms).toBe(64);
+    expect(config.defaultDiskQuotaBytes).toBe(1024 * 1024 * 1024);
+    expect(config.kernelPath).toBeUndefined();
+  });
+
+  it("reads overrides with units", () => {
+    const config = loadConfig({
+      MSB_HOME: "/h",
+      MSB_ACCEL: "tcg",
+      MSB_MAX_VMS: "3",
+      MSB_DEFAULT_DISK_QUOTA_MIB: "64",
+      MSB_VMM_AGENT_ADDR: "127.0.0.1:0",
+    });
+    expect(config).toMatchObject({
+      accel: "tcg",
+      maxVms: 3,
+      defaultDiskQuotaBytes: 64 * 1024 * 1024,
+      listenAddress: "127.0.0.1:0",
+    });
+  });
+
+  it("rejects invalid values with CONFIG_INVALID naming the variable", () => {
+    let error: { code?: string; message?: string } = {};
+    try {
+      loadConfig({ MSB_ACCEL: "hvf", MSB_MAX_VMS: "-1" });
+    } catch (err) {
+      error = err as typeof error;
+    }
+    expect(error.code).toBe("CONFIG_INVALID");
+    expect(error.message).toContain("MSB_ACCEL");
+    expect(error.message).toContain("MSB_MAX_VMS");
+  });
+});

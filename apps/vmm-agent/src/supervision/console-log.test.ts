@@ -1,0 +1,28 @@
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { createConsoleRecorder } from "./console-log.js";
+
+describe("console recorder", () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "msb-console-"));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("stops the log file at its cap but keeps the last lines for error messages", async () => {
+    const path = join(dir, "console.log");
+    const recorder = createConsoleRecorder(path, 64);
+    for (let i = 0; i < 100; i++) recorder.write(Buffer.from(`line ${i}\r\n`));
+    recorder.write(Buffer.from("\x1b[0mKernel panic - not syncing"));
+    recorder.close();
+    const file = await readFile(path, "utf8");
+    expect(file.startsWith("line 0\r\nline 1\r\n")).toBe(true);
+    expect(file).toContain("console log capped");
+    expect(file.length).toBeLessThan(200);
+    expect(recorder.tail(2)).toEqual(["line 99", "Kernel panic - not syncing"]);
+  });
+});
