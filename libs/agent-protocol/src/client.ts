@@ -280,9 +280,10 @@ export class AgentClient {
     );
   }
 
-  /** Syncs, unmounts and powers the guest off; QEMU (with -no-reboot) then exits. */
-  async shutdown(options: CallOptions & { reboot?: boolean } = {}): Promise<void> {
-    await this.#simple("shutdown", { reboot: options.reboot ?? false }, okSchema, options);
+  /** Stops all guest processes, syncs, unmounts and resets the guest: QEMU must run with
+   * `-no-reboot` so that the reset makes it exit. */
+  async shutdown(options: CallOptions = {}): Promise<void> {
+    await this.#simple("shutdown", {}, okSchema, options);
   }
 
   /** Reads a regular file, at most `maxBytes` (default 64 MiB). */
