@@ -12,24 +12,31 @@ function decodeAll(bytes: Buffer, chunk: number): Frame[] {
 
 describe("frame codec", () => {
   it("round-trips frames whatever the chunking", () => {
-    const frames = [
+    const small = [
       encodeFrame(FrameKind.HELLO, 0, '{"protocol":1}'),
       encodeFrame(FrameKind.STDOUT, 7, Buffer.from("hello")),
       encodeFrame(FrameKind.EXIT, 0xffff_ffff, "{}"),
       encodeFrame(FrameKind.STDERR, 3, Buffer.alloc(0)),
-      encodeFrame(FrameKind.CTRL_OUT, 2, randomBytes(MAX_FRAME_BYTES - 5)),
     ];
-    const all = Buffer.concat(frames);
-    for (const chunk of [1, 3, 9, 4096, all.length]) {
-      const got = decodeAll(all, chunk);
-      expect(got.map((f) => [f.kind, f.stream, f.payload.length])).toEqual([
-        [FrameKind.HELLO, 0, 14],
-        [FrameKind.STDOUT, 7, 5],
-        [FrameKind.EXIT, 0xffff_ffff, 2],
-        [FrameKind.STDERR, 3, 0],
-        [FrameKind.CTRL_OUT, 2, MAX_FRAME_BYTES - 5],
-      ]);
+    const expected = [
+      [FrameKind.HELLO, 0, 14],
+      [FrameKind.STDOUT, 7, 5],
+      [FrameKind.EXIT, 0xffff_ffff, 2],
+      [FrameKind.STDERR, 3, 0],
+    ];
+    for (const chunk of [1, 3, 9, 4096]) {
+      const got = decodeAll(Buffer.concat(small), chunk);
+      expect(got.map((f) => [f.kind, f.stream, f.payload.length])).toEqual(expected);
       expect(got[1]!.payload.toString()).toBe("hello");
+    }
+    const max = randomBytes(MAX_FRAME_BYTES - 5);
+    for (const chunk of [4093, 65_536, MAX_FRAME_BYTES + 4]) {
+      const got = decodeAll(
+        Buffer.concat([...small, encodeFrame(FrameKind.CTRL_OUT, 2, max)]),
+        chunk,
+      );
+      expect(got).toHaveLength(5);
+      expect(got[4]!.payload.equals(max)).toBe(true);
     }
   });
 
