@@ -1,6 +1,6 @@
 import { closeSync, openSync, readSync, statSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
-import { formatLogEntry, parseLogLine, type LogEntry } from "./log-lines.js";
+import { formatLogEntry, parseLogLine, WARN_LEVEL, type LogEntry } from "./log-lines.js";
 
 /** Reads at most the last `maxBytes` of a file; missing file → "". */
 function readEnd(path: string, maxBytes: number): { text: string; size: number } {
@@ -24,7 +24,10 @@ function readEnd(path: string, maxBytes: number): { text: string; size: number }
   }
 }
 
-/** The last `lines` entries of a service log, oldest first. */
+/**
+ * The last `lines` entries of a service log, oldest first. Lines that are not pino JSON are what
+ * a service printed outside its logger (a crash trace on stderr), so they count as warnings.
+ */
 export function readLogEntries(
   path: string,
   svc: string,
@@ -34,7 +37,9 @@ export function readLogEntries(
   const { text, size } = readEnd(path, Math.max(64 * 1024, lines * 2048));
   const all = text.split("\n").filter((l) => l !== "");
   return {
-    entries: all.slice(Math.max(0, all.length - lines)).map((l) => parseLogLine(l, svc)),
+    entries: all
+      .slice(Math.max(0, all.length - lines))
+      .map((l) => parseLogLine(l, svc, WARN_LEVEL)),
     size,
   };
 }
@@ -94,7 +99,8 @@ export async function followLogs(
         const text = (partial.get(target.path) ?? "") + buffer.toString("utf8");
         const lines = text.split("\n");
         partial.set(target.path, lines.pop() ?? "");
-        for (const line of lines) if (line !== "") onEntry(parseLogLine(line, target.svc));
+        for (const line of lines)
+          if (line !== "") onEntry(parseLogLine(line, target.svc, WARN_LEVEL));
       } finally {
         closeSync(fd);
       }

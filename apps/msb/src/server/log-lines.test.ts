@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { mergeByTime } from "./log-files.js";
-import { formatLogEntry, parseLogLine, wrapRawLine } from "./log-lines.js";
+import { formatLogEntry, parseLogLine } from "./log-lines.js";
 
 describe("log lines", () => {
   it("formats pino JSON for people: time, level, service, message, fields, error", () => {
@@ -18,11 +18,10 @@ describe("log lines", () => {
     );
   });
 
-  it("keeps lines that are not JSON (a crash trace) and wraps them as JSON for the log file", () => {
+  it("keeps lines that are not JSON (a crash trace) as entries of the service", () => {
     const entry = parseLogLine("TypeError: boom", "control-plane", 40);
     expect(entry).toMatchObject({ level: 40, svc: "control-plane", msg: "TypeError: boom" });
-    const wrapped = parseLogLine(wrapRawLine("TypeError: boom", "control-plane", 40), "x");
-    expect(wrapped).toMatchObject({ level: 40, svc: "control-plane", msg: "TypeError: boom" });
+    expect(formatLogEntry(entry)).toBe("- WARN  control-plane: TypeError: boom");
   });
 
   it("merges several logs by time", () => {

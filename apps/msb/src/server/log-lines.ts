@@ -56,11 +56,6 @@ export function parseLogLine(raw: string, svc: string, fallbackLevel = 30): LogE
   return { level: fallbackLevel, time: "", svc, msg: raw, fields: {}, raw };
 }
 
-/** Wraps a non-JSON line a service printed into a pino-shaped JSON line for its log file. */
-export function wrapRawLine(line: string, svc: string, level: number, now = new Date()): string {
-  return JSON.stringify({ level, time: now.toISOString(), svc, msg: line, raw: true });
-}
-
 function formatValue(value: unknown): string {
   if (typeof value === "string") return /\s/.test(value) ? JSON.stringify(value) : value;
   return JSON.stringify(value);

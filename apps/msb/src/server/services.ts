@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { dialUrl } from "../client/control-plane.js";
 import type { MsbPaths, ServiceName } from "../home.js";
 import { waitForHealth, waitForSocket } from "./readiness.js";
+import { SECRET_ENV_VARS } from "./secret.js";
 import type { ServiceSpec } from "./supervisor.js";
 
 /** What `msb server start` was asked for, resolved. */
@@ -39,7 +40,7 @@ export function serviceEntry(root: string, name: ServiceName): string {
 }
 
 /** Env vars that must reach no child except the one that needs them. */
-const PRIVATE_ENV = ["MSB_SERVER_SECRET", "MSB_DETACHED_SUPERVISOR"];
+const PRIVATE_ENV = [...SECRET_ENV_VARS, "MSB_DETACHED_SUPERVISOR"];
 
 /**
  * The three services as the supervisor runs them: image-service and vmm-agent first (ready
@@ -98,7 +99,7 @@ export function createServiceSpecs(settings: ServerSettings, deps: ServiceSpecDe
         MSB_HOST: settings.host,
         MSB_PORT: String(settings.port),
         MSB_DEV: settings.dev ? "1" : "0",
-        ...(settings.secret === undefined ? {} : { MSB_SERVER_SECRET: settings.secret }),
+        ...(settings.secret === undefined ? {} : { MSB_SERVER_KEY: settings.secret }),
       },
       logFile: paths.logOf("control-plane"),
       ready: async (signal) => {

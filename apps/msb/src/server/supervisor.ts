@@ -1,16 +1,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, mkdirSync, rmSync, type WriteStream } from "node:fs";
+import { closeSync, mkdirSync, openSync, rmSync, statSync } from "node:fs";
 import { dirname } from "node:path";
-import { createInterface } from "node:readline";
 import { MsbError } from "@msb/errors";
 import type { Logger } from "@msb/runtime";
-import {
-  formatLogEntry,
-  parseLogLine,
-  wrapRawLine,
-  WARN_LEVEL,
-  type LogEntry,
-} from "./log-lines.js";
+import { followLogs, readLogTail, type FollowTarget } from "./log-files.js";
+import type { LogEntry } from "./log-lines.js";
 import type { ProcessTable } from "./proc.js";
 
 /** How to run one service and how to tell it is ready. */
@@ -117,6 +111,14 @@ interface Running {
   readonly alive: AbortController;
 }
 
+function fileSize(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
+}
+
 function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
   if (signal !== null) return `was killed by ${signal}`;
   return `exited with code ${code ?? "unknown"}`;
@@ -128,10 +130,8 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
   const tailLines = options.tailLines ?? 12;
   const specs = new Map(options.services.map((s) => [s.name, s]));
   const running = new Map<string, Running>();
-  const tails = new Map<string, string[]>();
   const fastCrashes = new Map<string, number>();
   const restartTimers = new Map<string, NodeJS.Timeout>();
-  const logs = new Map<string, WriteStream>();
   let stopping: Promise<void> | undefined;
   let started = false;
   let gaveUp: MsbError | undefined;
@@ -143,56 +143,40 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
   });
   const emit = (event: SupervisorEvent) => options.onEvent?.(event);
 
-  const logStream = (spec: ServiceSpec): WriteStream => {
-    let stream = logs.get(spec.name);
-    if (stream === undefined) {
-      mkdirSync(dirname(spec.logFile), { recursive: true });
-      stream = createWriteStream(spec.logFile, { flags: "a", mode: 0o600 });
-      logs.set(spec.name, stream);
-    }
-    return stream;
-  };
+  // Services write their stdout/stderr straight into their log file (an fd they own), not
+  // through a pipe to us: when the supervisor is killed, a service shutting down on PDEATHSIG
+  // must not block or die on a pipe nobody reads. Warnings are forwarded by following the files.
+  const follow = new AbortController();
+  const targets: FollowTarget[] = options.services.map((spec) => {
+    mkdirSync(dirname(spec.logFile), { recursive: true });
+    return { path: spec.logFile, svc: spec.name, offset: fileSize(spec.logFile) };
+  });
+  const following = followLogs(
+    targets,
+    (entry) => emit({ type: "log", service: entry.svc, entry }),
+    follow.signal,
+  );
 
-  const remember = (name: string, entry: LogEntry) => {
-    const tail = tails.get(name) ?? [];
-    tail.push(formatLogEntry(entry));
-    if (tail.length > tailLines) tail.shift();
-    tails.set(name, tail);
-  };
-
-  const pipeLines = (spec: ServiceSpec, input: NodeJS.ReadableStream, rawLevel: number) => {
-    const out = logStream(spec);
-    const rl = createInterface({ input, crlfDelay: Infinity });
-    rl.on("line", (line) => {
-      if (line === "") return;
-      let entry = parseLogLine(line, spec.name, rawLevel);
-      // Lines that are not JSON (a crash trace) are wrapped so the log file stays JSON lines.
-      if (!entry.raw.startsWith("{"))
-        entry = parseLogLine(wrapRawLine(line, spec.name, rawLevel), spec.name);
-      out.write(`${entry.raw}\n`);
-      remember(spec.name, entry);
-      emit({ type: "log", service: spec.name, entry });
-    });
-  };
-
-  const tailText = (name: string): string => {
-    const tail = tails.get(name) ?? [];
+  const tailText = (spec: ServiceSpec): string => {
+    const tail = readLogTail(spec.logFile, tailLines);
     return tail.length === 0 ? "(its log is empty)" : tail.map((l) => `  ${l}`).join("\n");
   };
 
   const failure = (spec: ServiceSpec, why: string): MsbError =>
     new MsbError(
       "SERVICE_UNAVAILABLE",
-      `${spec.name} ${why}. Last lines of ${spec.logFile}:\n${tailText(spec.name)}\nNext step: fix the cause above, then run \`msb server start\` again (full log: \`msb server log --service ${spec.name}\`).`,
+      `${spec.name} ${why}. Last lines of ${spec.logFile}:\n${tailText(spec)}\nNext step: fix the cause above, then run \`msb server start\` again (full log: \`msb server log --service ${spec.name}\`).`,
       { details: { service: spec.name, logFile: spec.logFile } },
     );
 
   const launch = (spec: ServiceSpec): Running => {
     if (spec.socketPath !== undefined) rmSync(spec.socketPath, { force: true });
+    const fd = openSync(spec.logFile, "a", 0o600);
     const child = spawn(spec.command, [...spec.args], {
       env: spec.env,
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: ["ignore", fd, fd],
     });
+    closeSync(fd);
     const alive = new AbortController();
     const exited = new Promise<string>((resolve) => {
       child.once("exit", (code, signal) => resolve(describeExit(code, signal)));
@@ -201,8 +185,6 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     const pid = child.pid ?? -1;
     const startTime = table.info(pid)?.startTime ?? "";
     const run: Running = { child, pid, startTime, startedAt: Date.now(), exited, alive };
-    if (child.stdout !== null) pipeLines(spec, child.stdout, 30);
-    if (child.stderr !== null) pipeLines(spec, child.stderr, WARN_LEVEL);
     running.set(spec.name, run);
     logger.info({ service: spec.name, childPid: pid }, "service spawned");
     if (pid > 0) emit({ type: "spawned", service: spec.name, pid, startTime });
@@ -330,9 +312,8 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
         const spec = specs.get(name);
         if (spec !== undefined) await stopOne(spec);
       }
-      await Promise.all(
-        [...logs.values()].map((s) => new Promise<void>((resolve) => s.end(() => resolve()))),
-      );
+      follow.abort();
+      await following;
       logger.info("services stopped");
     })();
     void stopping.then(() => resolveDone(gaveUp === undefined ? {} : { error: gaveUp }));

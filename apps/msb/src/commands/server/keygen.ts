@@ -4,6 +4,7 @@ import { printJson, type CliDeps, type GlobalOptions } from "../../cli/context.j
 import { globalOptions } from "../../cli/globals.js";
 import { msbPaths } from "../../home.js";
 import { readLockState } from "../../server/lock.js";
+import { secretFromEnv } from "../../server/secret.js";
 import { resolveSigningSecret } from "../../server/secrets.js";
 
 export interface KeygenOptions {
@@ -35,7 +36,7 @@ export async function runServerKeygen(
   const expiresInMs = options.expire === undefined ? undefined : parseDuration(options.expire);
   const paths = msbPaths(global.home);
   const state = readLockState(paths.lockFile, deps.table);
-  const usesGivenKey = options.key !== undefined || deps.env["MSB_SERVER_SECRET"] !== undefined;
+  const usesGivenKey = options.key !== undefined || secretFromEnv(deps.env) !== undefined;
   if (
     state.kind === "running" &&
     state.lock.customSecret === true &&

@@ -10,7 +10,7 @@ import { alreadyRunningError, readLockState } from "../../server/lock.js";
 import { assertPortFree } from "../../server/port-owner.js";
 import { ensurePrereqs, type Prereqs } from "../../server/prereqs.js";
 import { runServer, type ServerReady } from "../../server/run-server.js";
-import { deriveServerSecret } from "../../server/secret.js";
+import { deriveServerSecret, secretFromEnv } from "../../server/secret.js";
 import type { ServerSettings } from "../../server/services.js";
 import { parsePort } from "../../cli/parse.js";
 import { readLogTail } from "../../server/log-files.js";
@@ -173,7 +173,7 @@ async function runDetached(
   const env: NodeJS.ProcessEnv = {
     ...deps.env,
     [DETACHED_ENV]: "1",
-    ...(settings.secret === undefined ? {} : { MSB_SERVER_SECRET: settings.secret }),
+    ...(settings.secret === undefined ? {} : { MSB_SERVER_KEY: settings.secret }),
     ...(prereqs.kernel === undefined ? {} : { MSB_KERNEL: prereqs.kernel }),
     ...(prereqs.initramfs === undefined ? {} : { MSB_INITRAMFS: prereqs.initramfs }),
   };
@@ -221,7 +221,7 @@ export async function runServerStart(
 ): Promise<void> {
   const detachedChild = deps.env[DETACHED_ENV] === "1";
   // The detached supervisor gets the (derived) secret in its environment, never in argv.
-  const keySource = options.key ?? deps.env["MSB_SERVER_SECRET"];
+  const keySource = options.key ?? secretFromEnv(deps.env);
   if (options.key !== undefined) {
     // The key was typed on our command line: overwrite argv so `ps` no longer shows it.
     process.title = "msb server start";

@@ -10,6 +10,7 @@ import { msbPaths, SERVICE_NAMES } from "../../home.js";
 import { acceleratorOf } from "../../server/health.js";
 import { readLockState, type LockRecord } from "../../server/lock.js";
 import { isSameLiveProcess } from "../../server/proc.js";
+import { secretFromEnv } from "../../server/secret.js";
 import { resolveSigningSecret } from "../../server/secrets.js";
 
 export interface StatusOptions {
@@ -93,7 +94,7 @@ async function apiKeyFor(
   if (given !== undefined && given !== "") return given;
   if (lock === undefined || lock.dev) return undefined;
   // Same host, same MSB_HOME: sign a short-lived key with the server's own secret.
-  if (lock.customSecret === true && deps.env["MSB_SERVER_SECRET"] === undefined) return undefined;
+  if (lock.customSecret === true && secretFromEnv(deps.env) === undefined) return undefined;
   const secret = await resolveSigningSecret(undefined, deps.env, global.home);
   return createApiKey(secret, { namespace: "*", expiresInMs: 5 * 60_000 });
 }
