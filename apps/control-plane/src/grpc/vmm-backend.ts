@@ -1,0 +1,240 @@
+import type { ClientReadableStream } from "@grpc/grpc-js";
+import {
+  NetworkMode,
+  OutputStream,
+  RunStatus,
+  VmState,
+  VmmServiceClient,
+  callUnary,
+  createGrpcChannelCredentials,
+  readServerStream,
+  type ExecResponse,
+  type RunCodeResponse,
+  type Vm,
+} from "@msb/proto";
+import type {
+  ExecResultEvent,
+  OutputEvent,
+  RunCodeResultEvent,
+  VmInfo,
+  VmNetwork,
+  VmStatus,
+  VmmBackend,
+} from "../sandboxes/backends.js";
+
+const SERVICE = "vmm agent";
+
+export interface GrpcVmmBackendOptions {
+  /** `unix:/path` or `host:port`. */
+  readonly address: string;
+  readonly createVmMs: number;
+  readonly stopVmMs: number;
+  /** Deadline of ListVms, GetVmMetrics, GetHostInfo. */
+  readonly probeMs: number;
+  /**
+   * Added to a run's own timeout for the gRPC deadline: the vmm-agent enforces the run
+   * timeout and reports `timeout`; the deadline only catches a hung agent. Default 30 s.
+   */
+  readonly runGraceMs?: number;
+}
+
+export interface GrpcVmmBackend extends VmmBackend {
+  close(): void;
+}
+
+const NETWORK: Readonly<Record<VmNetwork, NetworkMode>> = {
+  none: NetworkMode.NETWORK_MODE_NONE,
+  public: NetworkMode.NETWORK_MODE_PUBLIC,
+  any: NetworkMode.NETWORK_MODE_ANY,
+};
+
+/** VmmBackend over the vmm-agent's gRPC API (proto/msb/vmm/v1). Every call has a deadline. */
+export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBackend {
+  const client = new VmmServiceClient(options.address, createGrpcChannelCredentials());
+  const grace = options.runGraceMs ?? 30_000;
+  const deadline = (ms: number) => ({ deadline: new Date(Date.now() + ms) });
+
+  return {
+    async hostInfo(signal) {
+      const res = await callUnary(
+        SERVICE,
+        client.getHostInfo.bind(client),
+        {},
+        {
+          timeoutMs: options.probeMs,
+          signal,
+        },
+      );
+      return {
+        accelerator: res.accelerator,
+        hypervisor: res.hypervisor,
+        version: res.version,
+        note: res.acceleratorNote,
+      };
+    },
+
+    async createVm(spec, signal) {
+      const res = await callUnary(
+        SERVICE,
+        client.createVm.bind(client),
+        {
+          vmId: spec.vmId,
+          rootfsPath: spec.rootfs.path,
+          imageReference: spec.rootfs.imageReference,
+          manifestDigest: spec.rootfs.manifestDigest,
+          memoryMib: spec.memoryMib,
+          vcpus: spec.cpus,
+          env: [...spec.env],
+          workdir: spec.workdir,
+          volumes: spec.volumes.map((v) => ({ ...v })),
+          ports: spec.ports.map((p) => ({ ...p, hostAddress: "" })),
+          network: NETWORK[spec.network],
+          diskQuotaBytes: 0,
+          hostname: spec.hostname,
+          bootTimeoutMs: spec.bootTimeoutMs,
+          keepDisk: spec.keepDisk,
+        },
+        // The boot deadline the caller asked for, or ours, plus a margin for the agent to report.
+        { timeoutMs: Math.max(options.createVmMs, spec.bootTimeoutMs + 10_000), signal },
+      );
+      return toVmInfo(res.vm, spec.vmId);
+    },
+
+    async stopVm(vmId, signal) {
+      await callUnary(
+        SERVICE,
+        client.stopVm.bind(client),
+        { vmId, timeoutMs: 0, removeDisk: false },
+        { timeoutMs: options.stopVmMs, signal },
+      );
+    },
+
+    async listVms(signal) {
+      const res = await callUnary(
+        SERVICE,
+        client.listVms.bind(client),
+        {},
+        {
+          timeoutMs: options.probeMs,
+          signal,
+        },
+      );
+      return res.vms.map((vm) => toVmInfo(vm, vm.vmId));
+    },
+
+    async vmUsage(vmId, signal) {
+      const res = await callUnary(
+        SERVICE,
+        client.getVmMetrics.bind(client),
+        { vmId },
+        {
+          timeoutMs: options.probeMs,
+          signal,
+        },
+      );
+      const m = res.metrics;
+      return {
+        running: m?.running ?? false,
+        cpuPercent: m?.cpuUsagePercent ?? 0,
+        memoryUsedBytes: m?.memoryUsedBytes ?? 0,
+        diskUsedBytes: m?.diskUsedBytes ?? 0,
+      };
+    },
+
+    async *runCode(request, signal) {
+      const stream: ClientReadableStream<RunCodeResponse> = client.runCode(
+        {
+          vmId: request.vmId,
+          language: request.language,
+          code: request.code,
+          timeoutMs: request.timeoutMs,
+        },
+        deadline(request.timeoutMs + grace),
+      );
+      for await (const message of readServerStream(SERVICE, stream, signal)) {
+        const event = message.event;
+        if (event?.$case === "output") yield toOutput(event.value.stream, event.value.data);
+        else if (event?.$case === "result") {
+          const r = event.value;
+          const result: RunCodeResultEvent = {
+            type: "result",
+            status:
+              r.status === RunStatus.RUN_STATUS_SUCCESS
+                ? "success"
+                : r.status === RunStatus.RUN_STATUS_TIMEOUT
+                  ? "timeout"
+                  : "error",
+            errorType: r.errorType,
+            errorMessage: r.errorMessage,
+            traceback: r.traceback,
+            truncated: r.truncated,
+            restarted: r.restarted,
+            durationMs: r.durationMs,
+          };
+          yield result;
+        }
+      }
+    },
+
+    async *exec(request, signal) {
+      const stream: ClientReadableStream<ExecResponse> = client.exec(
+        {
+          vmId: request.vmId,
+          execId: request.execId,
+          command: request.command,
+          args: [...request.args],
+          env: [],
+          workdir: "",
+          timeoutMs: request.timeoutMs,
+          stdin: Buffer.alloc(0),
+        },
+        deadline(request.timeoutMs + grace),
+      );
+      for await (const message of readServerStream(SERVICE, stream, signal)) {
+        const event = message.event;
+        if (event?.$case === "output") yield toOutput(event.value.stream, event.value.data);
+        else if (event?.$case === "result") {
+          const r = event.value;
+          const result: ExecResultEvent = {
+            type: "result",
+            exitCode: r.exitCode,
+            signal: r.signal,
+            timedOut: r.timedOut,
+            truncated: r.truncated,
+            durationMs: r.durationMs,
+          };
+          yield result;
+        }
+      }
+    },
+
+    close() {
+      client.close();
+    },
+  };
+}
+
+function toOutput(stream: OutputStream, data: Uint8Array): OutputEvent {
+  return {
+    type: "output",
+    stream: stream === OutputStream.OUTPUT_STREAM_STDERR ? "stderr" : "stdout",
+    data,
+  };
+}
+
+const STATUS: Readonly<Partial<Record<VmState, VmStatus>>> = {
+  [VmState.VM_STATE_STARTING]: "starting",
+  [VmState.VM_STATE_RUNNING]: "running",
+  [VmState.VM_STATE_STOPPING]: "stopping",
+  [VmState.VM_STATE_STOPPED]: "stopped",
+  [VmState.VM_STATE_FAILED]: "failed",
+};
+
+function toVmInfo(vm: Vm | undefined, vmId: string): VmInfo {
+  return {
+    vmId: vm?.vmId ?? vmId,
+    status: vm === undefined ? "unknown" : (STATUS[vm.state] ?? "unknown"),
+    reason: vm?.reason ?? "",
+    accelerator: vm?.accelerator ?? "",
+  };
+}

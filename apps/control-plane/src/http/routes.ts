@@ -1,0 +1,17 @@
+/** The public HTTP surface (SPEC.md, docs/api.md). */
+export const HEALTH_PATH = "/api/v1/health";
+export const RPC_PATH = "/api/v1/rpc";
+export const MCP_PATH = "/mcp";
+
+/** The JSON-RPC methods, in the order error messages list them. */
+export const RPC_METHOD_NAMES = [
+  "sandbox.start",
+  "sandbox.stop",
+  "sandbox.metrics.get",
+  "sandbox.repl.run",
+  "sandbox.command.run",
+] as const;
+
+export type RpcMethodName = (typeof RPC_METHOD_NAMES)[number];
+
+export const RPC_METHODS_HINT = RPC_METHOD_NAMES.join(", ");

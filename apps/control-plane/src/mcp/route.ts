@@ -1,0 +1,129 @@
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage } from "node:http";
+import type { Server } from "@modelcontextprotocol/sdk/server/index.js";
+import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
+import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js";
+import type { FastifyInstance } from "fastify";
+import { MsbError, httpStatusOf, toMsbError } from "@msb/errors";
+import type { Authenticator } from "../auth/authenticate.js";
+import { MCP_PATH } from "../http/routes.js";
+import { errorResponse } from "../http/rpc/envelope.js";
+import { CALLER_KEY } from "./server.js";
+
+export interface McpRouteDeps {
+  readonly auth: Authenticator;
+  /** A fresh MCP server for each session (an SDK server serves one transport). */
+  readonly createServer: () => Server;
+}
+
+export interface McpRouteOptions {
+  /** Open sessions kept; beyond it the least recently used one is closed. */
+  readonly maxSessions: number;
+}
+
+interface Session {
+  readonly transport: StreamableHTTPServerTransport;
+  readonly server: Server;
+  /** The key that opened the session; only it may use the session. */
+  readonly callerId: string;
+}
+
+/**
+ * MCP streamable HTTP at `/mcp` (POST, GET for the SSE stream, DELETE to end a session),
+ * stateful with `Mcp-Session-Id`. Every request is authenticated like the JSON-RPC route;
+ * a session belongs to the key that opened it (another key gets 404, as for an unknown
+ * session), and tools run with the caller of the request that invoked them.
+ */
+export function registerMcpRoute(
+  app: FastifyInstance,
+  deps: McpRouteDeps,
+  options: McpRouteOptions,
+): void {
+  // Map order is insertion order; re-inserting on use keeps the least recently used first.
+  const sessions = new Map<string, Session>();
+
+  const closeSession = async (id: string): Promise<void> => {
+    const session = sessions.get(id);
+    sessions.delete(id);
+    await session?.transport.close();
+    await session?.server.close();
+  };
+
+  app.addHook("onClose", async () => {
+    await Promise.allSettled([...sessions.keys()].map(closeSession));
+  });
+
+  app.route({
+    method: ["GET", "POST", "DELETE"],
+    url: MCP_PATH,
+    handler: async (request, reply) => {
+      const fail = (err: MsbError, status = httpStatusOf(err)) =>
+        reply.status(status).send(errorResponse(null, err));
+      let caller;
+      try {
+        caller = deps.auth.authenticate(request.headers);
+      } catch (err) {
+        return fail(toMsbError(err, request.id));
+      }
+
+      const header = request.headers["mcp-session-id"];
+      const sessionId = typeof header === "string" ? header : undefined;
+      let session: Session | undefined;
+      if (sessionId !== undefined) {
+        session = sessions.get(sessionId);
+        if (session === undefined || session.callerId !== caller.id) {
+          return fail(
+            new MsbError(
+              "INVALID_REQUEST",
+              "MCP session not found (it ended, was closed, or the server restarted). Start a new session with an initialize request.",
+              { details: { reason: "mcp_session" } },
+            ),
+            404,
+          );
+        }
+        sessions.delete(sessionId);
+        sessions.set(sessionId, session);
+      } else if (request.method === "POST" && isInitializeRequest(request.body)) {
+        const server = deps.createServer();
+        const transport = new StreamableHTTPServerTransport({
+          sessionIdGenerator: () => randomUUID(),
+          onsessioninitialized: (id) => {
+            sessions.set(id, { transport, server, callerId: caller.id });
+            while (sessions.size > options.maxSessions) {
+              const oldest = sessions.keys().next().value as string;
+              request.log.info({ session: oldest }, "closing the least recently used MCP session");
+              void closeSession(oldest);
+            }
+          },
+          onsessionclosed: (id) => {
+            sessions.delete(id);
+          },
+        });
+        transport.onclose = () => {
+          if (transport.sessionId !== undefined) sessions.delete(transport.sessionId);
+        };
+        await server.connect(transport);
+        session = { transport, server, callerId: caller.id };
+      } else {
+        return fail(
+          new MsbError(
+            "INVALID_REQUEST",
+            "This MCP request has no Mcp-Session-Id header. Open a session first: POST an initialize request, then send the Mcp-Session-Id it returns with every request.",
+            { details: { reason: "mcp_session" } },
+          ),
+        );
+      }
+
+      const auth: AuthInfo = {
+        token: "",
+        clientId: caller.id,
+        scopes: [caller.scope],
+        extra: { [CALLER_KEY]: caller },
+      };
+      (request.raw as IncomingMessage & { auth?: AuthInfo }).auth = auth;
+      reply.hijack();
+      await session.transport.handleRequest(request.raw, reply.raw, request.body);
+    },
+  });
+}

@@ -1,0 +1,139 @@
+/**
+ * The services the control plane drives, as it needs them. Production implementations are
+ * the gRPC clients in `../grpc/`; tests use in-memory fakes. Every method takes an
+ * AbortSignal; implementations add their own deadline and throw MsbError (SERVICE_UNAVAILABLE
+ * when the service is down, the service's own code otherwise).
+ */
+
+/** A bootable root filesystem for an image (image-service PrepareRootfs). */
+export interface PreparedRootfs {
+  readonly path: string;
+  /** Normalised reference, e.g. `docker.io/microsandbox/python:latest`. */
+  readonly imageReference: string;
+  readonly manifestDigest: string;
+  /** The image's own env (`K=V`), applied before the sandbox's. */
+  readonly env: readonly string[];
+  /** The image's working directory ("" when it has none). */
+  readonly workdir: string;
+}
+
+export interface ImageBackend {
+  prepareRootfs(reference: string, signal: AbortSignal): Promise<PreparedRootfs>;
+  /** Resolves when the service answers; throws SERVICE_UNAVAILABLE when it does not. */
+  ping(signal: AbortSignal): Promise<void>;
+}
+
+export type VmStatus = "starting" | "running" | "stopping" | "stopped" | "failed" | "unknown";
+
+export interface VmInfo {
+  readonly vmId: string;
+  readonly status: VmStatus;
+  readonly reason: string;
+  readonly accelerator: string;
+}
+
+export interface VmVolume {
+  readonly hostPath: string;
+  readonly guestPath: string;
+  readonly readOnly: boolean;
+}
+
+export interface VmPort {
+  readonly hostPort: number;
+  readonly guestPort: number;
+  readonly protocol: "tcp" | "udp";
+}
+
+export type VmNetwork = "none" | "public" | "any";
+
+export interface CreateVmSpec {
+  /** `namespace/name` (docs/conventions.md). */
+  readonly vmId: string;
+  readonly rootfs: PreparedRootfs;
+  readonly memoryMib: number;
+  readonly cpus: number;
+  readonly env: readonly string[];
+  readonly workdir: string;
+  readonly volumes: readonly VmVolume[];
+  readonly ports: readonly VmPort[];
+  readonly network: VmNetwork;
+  readonly hostname: string;
+  /** 0: the vmm-agent's default. */
+  readonly bootTimeoutMs: number;
+  /** Keep the scratch disk of an earlier run (state survives stop/start). */
+  readonly keepDisk: boolean;
+}
+
+export interface VmUsage {
+  readonly running: boolean;
+  readonly cpuPercent: number;
+  readonly memoryUsedBytes: number;
+  readonly diskUsedBytes: number;
+}
+
+export interface HostInfo {
+  readonly accelerator: string;
+  readonly hypervisor: string;
+  readonly version: string;
+  readonly note: string;
+}
+
+export type OutputStreamName = "stdout" | "stderr";
+
+export interface OutputEvent {
+  readonly type: "output";
+  readonly stream: OutputStreamName;
+  readonly data: Uint8Array;
+}
+
+export interface RunCodeResultEvent {
+  readonly type: "result";
+  readonly status: "success" | "error" | "timeout";
+  readonly errorType: string;
+  readonly errorMessage: string;
+  readonly traceback: string;
+  readonly truncated: boolean;
+  readonly restarted: boolean;
+  readonly durationMs: number;
+}
+
+export interface ExecResultEvent {
+  readonly type: "result";
+  readonly exitCode: number;
+  readonly signal: number;
+  readonly timedOut: boolean;
+  readonly truncated: boolean;
+  readonly durationMs: number;
+}
+
+export interface RunCodeRequest {
+  readonly vmId: string;
+  readonly language: "python" | "node";
+  readonly code: string;
+  readonly timeoutMs: number;
+}
+
+export interface ExecRequest {
+  readonly vmId: string;
+  readonly execId: string;
+  readonly command: string;
+  readonly args: readonly string[];
+  readonly timeoutMs: number;
+}
+
+export interface VmmBackend {
+  hostInfo(signal: AbortSignal): Promise<HostInfo>;
+  /** Resolves once the guest agent said READY. */
+  createVm(spec: CreateVmSpec, signal: AbortSignal): Promise<VmInfo>;
+  /** Throws SANDBOX_NOT_FOUND when the vmm-agent does not know the VM. */
+  stopVm(vmId: string, signal: AbortSignal): Promise<void>;
+  listVms(signal: AbortSignal): Promise<VmInfo[]>;
+  vmUsage(vmId: string, signal: AbortSignal): Promise<VmUsage>;
+  /** Output events, then exactly one result event. */
+  runCode(
+    request: RunCodeRequest,
+    signal: AbortSignal,
+  ): AsyncIterable<OutputEvent | RunCodeResultEvent>;
+  /** Output events, then exactly one result event. */
+  exec(request: ExecRequest, signal: AbortSignal): AsyncIterable<OutputEvent | ExecResultEvent>;
+}

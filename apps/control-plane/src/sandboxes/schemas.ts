@@ -1,0 +1,137 @@
+import { MsbError } from "@msb/errors";
+import { NAME_PATTERN } from "@msb/keys";
+import { z } from "zod";
+
+/**
+ * Parameters of the sandbox methods (SPEC.md), shared by the JSON-RPC and MCP adapters so
+ * both accept exactly the same input. Unknown keys are ignored (clients written for the
+ * original send a few extra ones); known keys are checked strictly.
+ */
+
+const NAME_RULE =
+  "must start with a letter or digit and contain only letters, digits, '_' or '-' (at most 63 characters)";
+
+const name = (what: string) =>
+  z
+    .string({ required_error: "is required", invalid_type_error: `must be a string (the ${what})` })
+    .regex(NAME_PATTERN, NAME_RULE);
+
+const namespace = name("namespace").default("default");
+
+/** Seconds, as the SDKs send them (`timeout=2`). */
+const timeoutSeconds = z
+  .number({ invalid_type_error: "must be a number of seconds" })
+  .positive("must be more than 0 seconds")
+  .optional();
+
+export const sandboxConfigSchema = z.object({
+  image: z
+    .string({ required_error: "is required", invalid_type_error: "must be a string" })
+    .min(1, "must not be empty")
+    .max(512, "is longer than 512 characters"),
+  memory: z
+    .number({ invalid_type_error: "must be a number of MiB" })
+    .int("must be a whole number of MiB")
+    .min(64, "must be at least 64 MiB")
+    .default(512),
+  cpus: z
+    .number({ invalid_type_error: "must be a number" })
+    .int("must be a whole number")
+    .min(1, "must be at least 1")
+    .default(1),
+  envs: z
+    .array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*=/, "must look like KEY=VALUE"))
+    .max(1000)
+    .default([]),
+  workdir: z.string().startsWith("/", "must be an absolute guest path").optional(),
+  volumes: z
+    .array(z.string(), { invalid_type_error: 'must be a list of "host:guest"' })
+    .default([]),
+  ports: z.array(z.string(), { invalid_type_error: 'must be a list of "host:guest"' }).default([]),
+  network: z.enum(["none", "public", "any"]).default("public"),
+  scripts: z.record(z.string()).optional(),
+  exec: z.string().optional(),
+  /** Boot deadline in seconds; not part of the sandbox's identity. */
+  timeout: timeoutSeconds,
+});
+
+export type SandboxConfigInput = z.infer<typeof sandboxConfigSchema>;
+
+export const startParamsSchema = z.object({
+  sandbox: name("sandbox name"),
+  namespace,
+  config: sandboxConfigSchema.optional(),
+});
+export type StartParams = z.infer<typeof startParamsSchema>;
+
+export const stopParamsSchema = z.object({ sandbox: name("sandbox name"), namespace });
+export type StopParams = z.infer<typeof stopParamsSchema>;
+
+export const metricsParamsSchema = z.object({
+  namespace: z.union([z.literal("*"), name("namespace")]).default("default"),
+  sandbox: name("sandbox name").optional(),
+});
+export type MetricsParams = z.infer<typeof metricsParamsSchema>;
+
+export const runCodeParamsSchema = z.object({
+  sandbox: name("sandbox name"),
+  namespace,
+  language: z.enum(["python", "node", "nodejs", "javascript"], {
+    errorMap: () => ({ message: "must be one of python, node, nodejs, javascript" }),
+  }),
+  code: z.string({ required_error: "is required", invalid_type_error: "must be a string" }),
+  timeout: timeoutSeconds,
+});
+export type RunCodeParams = z.infer<typeof runCodeParamsSchema>;
+
+export const runCommandParamsSchema = z.object({
+  sandbox: name("sandbox name"),
+  namespace,
+  command: z
+    .string({ required_error: "is required", invalid_type_error: "must be a string" })
+    .min(1, "must not be empty"),
+  args: z.array(z.string({ invalid_type_error: "must be a string" })).default([]),
+  timeout: timeoutSeconds,
+});
+export type RunCommandParams = z.infer<typeof runCommandParamsSchema>;
+
+/** One rejected field: `config.memory`, `args[2]`, or `params` for the whole object. */
+export interface ParamIssue {
+  readonly field: string;
+  readonly message: string;
+}
+
+/**
+ * Validates method parameters. Anything that is not an object, or fails the schema, is
+ * INVALID_PARAMS whose message names each field and why, and `details.issues` lists them.
+ */
+export function parseParams<S extends z.ZodTypeAny>(schema: S, input: unknown): z.output<S> {
+  const value = input === undefined || input === null ? {} : input;
+  if (typeof value !== "object" || Array.isArray(value)) {
+    throw invalidParams([
+      { field: "params", message: "must be an object of named parameters (not a list)" },
+    ]);
+  }
+  const result = schema.safeParse(value);
+  if (result.success) return result.data as z.output<S>;
+  throw invalidParams(
+    result.error.issues.map((issue) => ({
+      field: formatPath(issue.path),
+      message: issue.message === "Required" ? "is required" : issue.message,
+    })),
+  );
+}
+
+export function invalidParams(issues: readonly ParamIssue[]): MsbError {
+  const list = issues.map((i) => `${i.field} ${i.message}`).join("; ");
+  return new MsbError("INVALID_PARAMS", `Invalid params: ${list}.`, { details: { issues } });
+}
+
+function formatPath(path: readonly (string | number)[]): string {
+  if (path.length === 0) return "params";
+  return path.reduce<string>(
+    (acc, part) =>
+      typeof part === "number" ? `${acc}[${part}]` : acc === "" ? part : `${acc}.${part}`,
+    "",
+  );
+}

@@ -1,0 +1,173 @@
+import { MsbError } from "@msb/errors";
+import type {
+  CreateVmSpec,
+  ExecRequest,
+  ExecResultEvent,
+  ImageBackend,
+  OutputEvent,
+  PreparedRootfs,
+  RunCodeRequest,
+  RunCodeResultEvent,
+  VmInfo,
+  VmmBackend,
+} from "../sandboxes/backends.js";
+
+/**
+ * In-memory backends for tests of the control plane: a seam the control plane owns
+ * (`ImageBackend`, `VmmBackend`), never a stand-in for QEMU in e2e tests.
+ */
+
+const down = (service: string) =>
+  new MsbError("SERVICE_UNAVAILABLE", `The ${service} is not reachable; retry in a few seconds.`, {
+    details: { service },
+  });
+
+export class FakeImageBackend implements ImageBackend {
+  down = false;
+  /** Thrown by prepareRootfs when set (e.g. IMAGE_NOT_FOUND). */
+  failWith: Error | undefined;
+  readonly prepared: string[] = [];
+
+  prepareRootfs(reference: string): Promise<PreparedRootfs> {
+    if (this.down) return Promise.reject(down("image service"));
+    if (this.failWith !== undefined) return Promise.reject(this.failWith);
+    this.prepared.push(reference);
+    return Promise.resolve({
+      path: `/fake/rootfs/${reference.replace(/[^A-Za-z0-9]/g, "_")}.erofs`,
+      imageReference: `docker.io/${reference}:latest`,
+      manifestDigest: "sha256:" + "0".repeat(64),
+      env: ["PATH=/usr/bin:/bin", "IMAGE_ENV=1"],
+      workdir: "/",
+    });
+  }
+
+  ping(): Promise<void> {
+    return this.down ? Promise.reject(down("image service")) : Promise.resolve();
+  }
+}
+
+type RunScript = (request: RunCodeRequest) => (OutputEvent | RunCodeResultEvent)[];
+type ExecScript = (request: ExecRequest) => (OutputEvent | ExecResultEvent)[];
+
+export const out = (stream: "stdout" | "stderr", text: string): OutputEvent => ({
+  type: "output",
+  stream,
+  data: Buffer.from(text),
+});
+
+export const codeResult = (
+  status: RunCodeResultEvent["status"],
+  extra: Partial<RunCodeResultEvent> = {},
+): RunCodeResultEvent => ({
+  type: "result",
+  status,
+  errorType: "",
+  errorMessage: "",
+  traceback: "",
+  truncated: false,
+  restarted: false,
+  durationMs: 5,
+  ...extra,
+});
+
+export const execResult = (
+  exitCode: number,
+  extra: Partial<ExecResultEvent> = {},
+): ExecResultEvent => ({
+  type: "result",
+  exitCode,
+  signal: 0,
+  timedOut: false,
+  truncated: false,
+  durationMs: 5,
+  ...extra,
+});
+
+/** A vmm-agent that "boots" instantly; scripts decide what runs print. */
+export class FakeVmmBackend implements VmmBackend {
+  down = false;
+  readonly vms = new Map<string, { spec: CreateVmSpec; status: VmInfo["status"] }>();
+  readonly created: CreateVmSpec[] = [];
+  readonly stopped: string[] = [];
+  /** Thrown by createVm when set (e.g. VM_BOOT_FAILED). */
+  failCreateWith: Error | undefined;
+  /** When set, createVm waits for this promise (to hold a boot in flight). */
+  bootGate: Promise<void> | undefined;
+  /** Thrown by runCode/exec when set (e.g. VM_DIED). */
+  failRunWith: Error | undefined;
+  runScript: RunScript = (req) => [
+    out("stdout", `ran ${req.language}: ${req.code}\n`),
+    codeResult("success"),
+  ];
+  execScript: ExecScript = (req) => [
+    out("stdout", `${[req.command, ...req.args].join(" ")}\n`),
+    execResult(0),
+  ];
+  readonly runs: RunCodeRequest[] = [];
+
+  hostInfo() {
+    if (this.down) return Promise.reject(down("vmm agent"));
+    return Promise.resolve({ accelerator: "tcg", hypervisor: "qemu", version: "fake", note: "" });
+  }
+
+  async createVm(spec: CreateVmSpec): Promise<VmInfo> {
+    if (this.down) throw down("vmm agent");
+    this.created.push(spec);
+    if (this.bootGate !== undefined) await this.bootGate;
+    if (this.failCreateWith !== undefined) throw this.failCreateWith;
+    this.vms.set(spec.vmId, { spec, status: "running" });
+    return { vmId: spec.vmId, status: "running", reason: "", accelerator: "tcg" };
+  }
+
+  stopVm(vmId: string): Promise<void> {
+    if (this.down) return Promise.reject(down("vmm agent"));
+    this.stopped.push(vmId);
+    if (!this.vms.delete(vmId)) {
+      return Promise.reject(new MsbError("SANDBOX_NOT_FOUND", `No VM ${vmId}.`));
+    }
+    return Promise.resolve();
+  }
+
+  listVms(): Promise<VmInfo[]> {
+    if (this.down) return Promise.reject(down("vmm agent"));
+    return Promise.resolve(
+      [...this.vms].map(([vmId, vm]) => ({
+        vmId,
+        status: vm.status,
+        reason: "",
+        accelerator: "tcg",
+      })),
+    );
+  }
+
+  vmUsage(vmId: string) {
+    if (this.down) return Promise.reject(down("vmm agent"));
+    if (!this.vms.has(vmId))
+      return Promise.reject(new MsbError("SANDBOX_NOT_FOUND", `No VM ${vmId}.`));
+    return Promise.resolve({
+      running: true,
+      cpuPercent: 12.345,
+      memoryUsedBytes: 100 * 1024 * 1024,
+      diskUsedBytes: 4096,
+    });
+  }
+
+  async *runCode(request: RunCodeRequest): AsyncIterable<OutputEvent | RunCodeResultEvent> {
+    if (this.down) throw down("vmm agent");
+    this.runs.push(request);
+    if (this.failRunWith !== undefined) throw this.failRunWith;
+    if (!this.vms.has(request.vmId))
+      throw new MsbError("SANDBOX_NOT_FOUND", `No VM ${request.vmId}.`);
+    await Promise.resolve();
+    yield* this.runScript(request);
+  }
+
+  async *exec(request: ExecRequest): AsyncIterable<OutputEvent | ExecResultEvent> {
+    if (this.down) throw down("vmm agent");
+    if (this.failRunWith !== undefined) throw this.failRunWith;
+    if (!this.vms.has(request.vmId))
+      throw new MsbError("SANDBOX_NOT_FOUND", `No VM ${request.vmId}.`);
+    await Promise.resolve();
+    yield* this.execScript(request);
+  }
+}
