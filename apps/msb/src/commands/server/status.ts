@@ -141,7 +141,11 @@ export async function runServerStatus(
             "sandbox.metrics.get answered in an unexpected shape.",
             { cause: err },
           );
-    sandboxesError = { code: e.code, message: e.message };
+    const hint =
+      e.code.startsWith("AUTH_") && lock?.customSecret === true && apiKey === undefined
+        ? " This server was started with --key: set MSB_API_KEY (from `msb server keygen --key …`) or MSB_SERVER_KEY."
+        : "";
+    sandboxesError = { code: e.code, message: `${e.message}${hint}` };
   }
   const services = SERVICE_NAMES.map((name) => {
     const child = lock?.services[name];
