@@ -1,6 +1,7 @@
 import { homedir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import { MsbError } from "@msb/errors";
+import { deriveServerSecret } from "@msb/keys";
 import { z } from "zod";
 
 /** Every setting of the control plane, with units in the names. Built by `loadConfig`. */
@@ -12,7 +13,10 @@ export interface ControlPlaneConfig {
   readonly dev: boolean;
   readonly imageServiceAddr: string;
   readonly vmmAgentAddr: string;
-  /** Server secret override (`MSB_SERVER_KEY`, `msb server start --key`); else `$MSB_HOME/server.key`. */
+  /**
+   * Server secret from `MSB_SERVER_KEY` (alias `MSB_SERVER_SECRET`; `msb server start --key`),
+   * derived like the CLI does (`deriveServerSecret`); undefined: use `$MSB_HOME/server.key`.
+   */
   readonly serverKey: string | undefined;
   readonly policy: PolicyConfig;
   readonly limits: LimitsConfig;
@@ -81,7 +85,8 @@ const envSchema = z.object({
   MSB_DEV: boolFlag,
   MSB_IMAGE_SERVICE_ADDR: z.string().min(1).optional(),
   MSB_VMM_AGENT_ADDR: z.string().min(1).optional(),
-  MSB_SERVER_KEY: z.string().min(16, "must be at least 16 characters").optional(),
+  MSB_SERVER_KEY: z.string().optional(),
+  MSB_SERVER_SECRET: z.string().optional(),
   MSB_VOLUME_ROOTS: z.string().optional(),
   MSB_PORT_RANGE: z
     .string()
@@ -127,6 +132,9 @@ export function loadConfig(
   }
   const e = parsed.data;
   const home = defaults.homeDir ?? homedir();
+  const serverKey = [e.MSB_SERVER_KEY, e.MSB_SERVER_SECRET].find(
+    (v) => v !== undefined && v !== "",
+  );
   const msbHome = resolve(e.MSB_HOME ?? join(home, ".msb"));
 
   const [minText, maxText] = e.MSB_PORT_RANGE.split("-") as [string, string];
@@ -160,7 +168,7 @@ export function loadConfig(
     imageServiceAddr:
       e.MSB_IMAGE_SERVICE_ADDR ?? `unix:${join(msbHome, "run", "image-service.sock")}`,
     vmmAgentAddr: e.MSB_VMM_AGENT_ADDR ?? `unix:${join(msbHome, "run", "vmm-agent.sock")}`,
-    serverKey: e.MSB_SERVER_KEY,
+    serverKey: serverKey === undefined ? undefined : deriveServerSecret(serverKey),
     policy: {
       volumeRoots,
       volumeDenied: [msbHome],

@@ -8,4 +8,8 @@ export {
 } from "./api-key.js";
 export { parseDuration } from "./duration.js";
 export { ALL_NAMESPACES, NAME_PATTERN, isValidName } from "./names.js";
-export { SERVER_SECRET_FILE, loadOrCreateServerSecret } from "./server-secret.js";
+export {
+  SERVER_SECRET_FILE,
+  deriveServerSecret,
+  loadOrCreateServerSecret,
+} from "./server-secret.js";

@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { chmod, link, mkdir, open, readFile, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { MsbError } from "@msb/errors";
@@ -64,4 +64,16 @@ async function readSecret(path: string): Promise<string | undefined> {
     );
   }
   return secret;
+}
+
+/**
+ * Turns an operator-chosen key (`msb server start --key K`, `MSB_SERVER_KEY`) into the server
+ * secret, in the form of `server.key`: 64 hex characters are used as they are (lower-cased),
+ * anything else (a passphrase) is hashed with SHA-256, so the same K always gives the same
+ * secret in every process that signs or verifies keys.
+ */
+export function deriveServerSecret(key: string): string {
+  const trimmed = key.trim();
+  if (SECRET_PATTERN.test(trimmed.toLowerCase())) return trimmed.toLowerCase();
+  return createHash("sha256").update(trimmed, "utf8").digest("hex");
 }

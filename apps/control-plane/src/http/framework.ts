@@ -22,10 +22,12 @@ export function installJsonRpcFraming(app: FastifyInstance, bodyLimitBytes: numb
   app.addContentTypeParser(
     ["application/json", "application/json-rpc"],
     { parseAs: "string", bodyLimit: bodyLimitBytes },
-    (_request: FastifyRequest, body: string | Buffer, done) => {
+    (request: FastifyRequest, body: string | Buffer, done) => {
       const text = typeof body === "string" ? body : body.toString("utf8");
       if (text.trim() === "") {
-        done(parseError("the body is empty"), undefined);
+        // A DELETE (MCP session end) may carry a content type and no body.
+        if (request.method === "POST") done(parseError("the body is empty"), undefined);
+        else done(null, undefined);
         return;
       }
       try {
