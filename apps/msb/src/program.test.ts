@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { verifyApiKey } from "@msb/keys";
+import { deriveServerSecret, verifyApiKey } from "@msb/keys";
 import { runMsb } from "./testing/cli-harness.js";
 
 describe("msb argument parsing", () => {
@@ -109,7 +109,6 @@ describe("msb server keygen", () => {
   it("signs with --key the way `server start --key` derives the secret", async () => {
     const out = await runMsb(["server", "keygen", "--key", "mySecretKey123", "--json"]);
     const { key } = JSON.parse(out.stdout) as { key: string };
-    const { deriveServerSecret } = await import("./server/secret.js");
     expect(verifyApiKey(deriveServerSecret("mySecretKey123"), key).namespace).toBe("*");
   });
 

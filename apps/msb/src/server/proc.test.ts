@@ -1,6 +1,5 @@
 import { describe, expect, it } from "vitest";
 import { createProcfsTable, parseProcStat } from "./proc.js";
-import { deriveServerSecret } from "./secret.js";
 
 describe("parseProcStat", () => {
   it("reads state, ppid and start time even when comm holds spaces and parentheses", () => {
@@ -20,16 +19,5 @@ describe("parseProcStat", () => {
     expect(table.info(process.pid)?.state).toMatch(/[RS]/);
     expect(table.cmdline(process.pid)?.[0]).toContain("node");
     expect(table.info(2 ** 22 + 1)).toBeUndefined();
-  });
-});
-
-describe("deriveServerSecret", () => {
-  it("keeps a 64-hex key and hashes anything else to 64 hex characters", () => {
-    const hex = "AB".repeat(32);
-    expect(deriveServerSecret(hex)).toBe(hex.toLowerCase());
-    const derived = deriveServerSecret("mySecretKey123");
-    expect(derived).toMatch(/^[0-9a-f]{64}$/);
-    expect(derived).toBe(deriveServerSecret("mySecretKey123"));
-    expect(derived).not.toBe(deriveServerSecret("mySecretKey124"));
   });
 });

@@ -1,4 +1,9 @@
-import { createHash } from "node:crypto";
+/**
+ * `--key K` → the 32-byte server secret as 64 hex characters: `deriveServerSecret` from
+ * `@msb/keys` (64 hex characters are kept, anything else is SHA-256'd), the same function the
+ * control plane applies to `MSB_SERVER_KEY`, so both sides always agree.
+ */
+export { deriveServerSecret } from "@msb/keys";
 
 /**
  * Environment variables that carry a server secret: `MSB_SERVER_KEY` is what the control plane
@@ -13,16 +18,4 @@ export function secretFromEnv(env: NodeJS.ProcessEnv): string | undefined {
     if (value !== undefined && value !== "") return value;
   }
   return undefined;
-}
-
-/**
- * Turns `--key K` into the 32-byte server secret, as 64 hex characters (the form of
- * `server.key`). A 64-character hex K is used as is; anything else is hashed with SHA-256, so
- * a passphrase works and always yields the same secret. The result travels to the control
- * plane in `MSB_SERVER_KEY`, never in argv.
- */
-export function deriveServerSecret(key: string): string {
-  const trimmed = key.trim();
-  if (/^[0-9a-fA-F]{64}$/.test(trimmed)) return trimmed.toLowerCase();
-  return createHash("sha256").update(trimmed, "utf8").digest("hex");
 }
