@@ -12,11 +12,13 @@
 # Progress goes to stderr; only the result goes to stdout.
 # Env: MSB_CACHE_DIR, MSB_KERNEL_JOBS (default: nproc).
 set -euo pipefail
-
+# The whole script is one { ... } block: bash parses it completely before running, so editing
+# or checking out this file during a build cannot corrupt the running build.
+{
 SRC_PKG=linux-source-6.1
 SRC_TARBALL=/usr/src/linux-source-6.1.tar.xz
 # Roughly how many "  CC/AS/LD/..." lines a full build prints (measured); used for a % estimate.
-EXPECTED_STEPS=1450
+EXPECTED_STEPS=1625
 
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 REPO=$(cd "$(dirname "$SELF")/../.." && pwd)
@@ -99,11 +101,10 @@ if ! flock -n 9; then
 fi
 if [[ -f $OUT/vmlinux ]]; then emit "$OUT/vmlinux" true; exit 0; fi
 
-# Remove leftovers of builds whose process is gone.
+# We hold the lock for this key, so any <key>.tmp.* left here is from a build that died.
 for d in "$CACHE_ROOT/$KEY".tmp.*; do
   [[ -d $d ]] || continue
-  pid=${d##*.tmp.}
-  if ! kill -0 "$pid" 2>/dev/null; then say "removing stale $d"; rm -rf "$d"; fi
+  say "removing leftover $d"; rm -rf "$d"
 done
 
 need=()
@@ -159,8 +160,9 @@ mv "$TMP/linux-source-6.1" "$SRC"
 say "  extracted in $(elapsed)s"
 
 mk() { make -C "$SRC" ARCH=x86_64 "$@"; }
-export KBUILD_BUILD_USER=msb KBUILD_BUILD_HOST=msb \
-  KBUILD_BUILD_TIMESTAMP="$SRC_PKG $VERSION"
+# Reproducible identification: the banner's date is the source tarball's.
+export KBUILD_BUILD_USER=msb KBUILD_BUILD_HOST=msb KBUILD_BUILD_VERSION=1 \
+  KBUILD_BUILD_TIMESTAMP="$(date -u -R -r "$SRC_TARBALL")"
 
 say "phase 2/5: configuring (tinyconfig + config-fragment + olddefconfig)"
 {
@@ -236,3 +238,5 @@ mv -T "$TMP" "$OUT"
 rm -f "$CACHE_ROOT/$KEY.failed.log"
 say "done in $(elapsed)s: $OUT/vmlinux ($(du -m "$OUT/vmlinux" | cut -f1) MiB)"
 emit "$OUT/vmlinux" false
+exit 0
+}

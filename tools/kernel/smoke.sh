@@ -7,7 +7,7 @@
 #   tools/kernel/smoke.sh --runs 5        # boot 5 times, report each time and the median
 #   tools/kernel/smoke.sh -v              # also print the guest console
 # Env: QEMU (default qemu-system-x86_64), MSB_SMOKE_ACCEL (default "tcg -cpu max"),
-#      MSB_SMOKE_TIMEOUT (seconds per boot, default 120).
+#      MSB_SMOKE_TIMEOUT (seconds per boot, default 120), MSB_SMOKE_CMDLINE (kernel cmdline).
 set -euo pipefail
 
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
@@ -93,7 +93,13 @@ check "MemTotal ~ 256M" sh -c 'm=$(awk "/^MemTotal/ {print \$2}" /proc/meminfo);
 check "/dev/hwrng (virtio-rng)" sh -c '[ -c /dev/hwrng ] && grep -q virtio /sys/class/misc/hw_random/rng_current && [ "$(dd if=/dev/hwrng bs=16 count=1 2>/dev/null | wc -c)" = 16 ]'
 check "virtio-balloon bound" sh -c 'ls /sys/bus/virtio/drivers/virtio_balloon | grep -q virtio'
 check "namespaces (unshare)" sh -c 'unshare -m -u -i -n -p -f -U true'
-check "RTC" sh -c '[ -e /dev/rtc0 ] && [ "$(date +%Y)" -ge 2024 ]'
+# x86 reads the CMOS clock directly at boot. /dev/rtc0 (rtc_cmos) is only there with <= 4
+# virtio devices: without ACPI microvm puts virtio-mmio on IRQs 12..5 and the 5th device
+# takes the RTC's IRQ 8 (see images/kernel/README.md).
+check "wall clock from CMOS RTC" sh -c 'y=$(date +%Y); echo "year $y"; [ "$y" -ge 2024 ]'
+echo "INFO cmdline: $(cat /proc/cmdline)"
+grep -E 'virtio|rtc|ttyS' /proc/interrupts | sed 's/^/INFO irq: /'
+echo "INFO rtc: $(ls /dev/rtc* 2>&1) date=$(date -u +%FT%T)"
 echo "MSB-SMOKE done pass=$pass fail=$fail"
 sync
 umount /mnt/root /mnt/scratch /mnt/lower /mnt/vol 2>/dev/null
@@ -116,18 +122,18 @@ mkdir -p "$WORK/lower/etc" "$WORK/vol"
 echo hello-from-erofs >"$WORK/lower/etc/hello"
 mkfs.erofs -q -zlz4hc "$WORK/rootfs.erofs" "$WORK/lower" >/dev/null 2>&1 ||
   mkfs.erofs -zlz4hc "$WORK/rootfs.erofs" "$WORK/lower" >/dev/null
-truncate -s 64M "$WORK/scratch.ext4"
-mkfs.ext4 -q -F "$WORK/scratch.ext4"
 echo hello-from-host >"$WORK/vol/host.txt"
 
 # ---- boot ---------------------------------------------------------------------------------
 boot_once() {
-  rm -f "$WORK/vol/guest.txt" "$WORK/agent.sock"
+  rm -f "$WORK/vol/guest.txt" "$WORK/agent.sock" "$WORK/scratch.ext4"
+  truncate -s 64M "$WORK/scratch.ext4"
+  mkfs.ext4 -q -F "$WORK/scratch.ext4"
   local cmd=(
-    "$QEMU" -M microvm,rtc=on -accel "${ACCEL[0]}" "${ACCEL[@]:1}" -m 256 -smp 2
+    "$QEMU" -M microvm,rtc=on,acpi=off -accel "${ACCEL[0]}" "${ACCEL[@]:1}" -m 256 -smp 2
     -nodefaults -no-user-config -nographic -no-reboot -serial stdio
     -kernel "$KERNEL" -initrd "$WORK/initrd.cpio"
-    -append "console=ttyS0 quiet panic=-1 reboot=t"
+    -append "${MSB_SMOKE_CMDLINE:-console=ttyS0 quiet panic=-1 reboot=t}"
     -device virtio-rng-device
     -drive "id=rootfs,file=$WORK/rootfs.erofs,format=raw,if=none,readonly=on"
     -device virtio-blk-device,drive=rootfs,serial=msb-rootfs
