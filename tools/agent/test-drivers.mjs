@@ -122,6 +122,7 @@ test("python driver", { skip: !hasPython && "no python3" }, async (t) => {
     const r = await d.run("while True:\n    pass", { interruptAfterMs: 300 });
     assert.equal(r.status, "error");
     assert.equal(r.error.type, "KeyboardInterrupt");
+    assert.doesNotMatch(r.stderr, /python\.py/);
     assert.equal((await d.run("print(name)")).stdout, "World\n");
   });
   await t.test("top-level await", async () => {
@@ -186,6 +187,12 @@ test("node driver", async (t) => {
     const r = await d.run("await Promise.reject(new RangeError('nope'))");
     assert.equal(r.status, "error");
     assert.equal(r.error.type, "RangeError");
+  });
+  await t.test("a failing cell still collects its short timers' output", async () => {
+    const r = await d.run("setTimeout(() => console.log('timer'), 50); Promise.reject(new Error('nope'))");
+    assert.equal(r.status, "error");
+    assert.equal(r.stdout, "timer\n");
+    assert.equal((await d.run("1")).stdout, "1\n");
   });
   await t.test("require works", async () => {
     assert.equal((await d.run("require('node:path').join('a', 'b')")).stdout, "'a/b'\n");

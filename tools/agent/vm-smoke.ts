@@ -52,7 +52,7 @@ async function boot(opts: { share?: string } = {}): Promise<Vm> {
   const conn = new Promise<Socket>((resolve) => server.once("connection", resolve));
   const args = [
     "-M",
-    "microvm,rtc=on",
+    "microvm,rtc=on,acpi=off",
     "-accel",
     "tcg",
     "-cpu",
@@ -78,11 +78,11 @@ async function boot(opts: { share?: string } = {}): Promise<Vm> {
     "-drive",
     `id=rootfs,file=${rootfs},format=raw,if=none,readonly=on`,
     "-device",
-    "virtio-blk-device,drive=rootfs",
+    "virtio-blk-device,drive=rootfs,serial=msb-rootfs",
     "-drive",
     `id=scratch,file=${scratch},format=raw,if=none,discard=unmap`,
     "-device",
-    "virtio-blk-device,drive=scratch",
+    "virtio-blk-device,drive=scratch,serial=msb-scratch",
     "-device",
     "virtio-serial-device",
     // reconnect=1: when the host drops the connection (protocol error, restart), QEMU dials again

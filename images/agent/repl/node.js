@@ -214,7 +214,8 @@ async function runCell(id, code) {
     if (err && err.code === "ERR_SCRIPT_EXECUTION_INTERRUPTED") failure = interruptedError();
     else failure = err;
   }
-  if (!failure) {
+  if (!interrupted.value) {
+    // also after a failure: output of this cell's short timers belongs to this cell
     interruptCell = () => {
       interrupted.value = true;
     };

@@ -111,14 +111,20 @@ class Driver:
         return result
 
     def _error(self, exc):
-        tb = exc.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename == DRIVER_FILE:
-            tb = tb.tb_next
-        exc.__traceback__ = tb
-        if isinstance(exc, SyntaxError):
-            text = "".join(traceback.format_exception_only(type(exc), exc))
-        else:
-            text = "".join(traceback.format_exception(type(exc), exc, tb))
+        # The user's view of the failure: no frames of this driver (the cell runner at the
+        # top, the SIGINT handler at the bottom), also in chained exceptions.
+        te = traceback.TracebackException(type(exc), exc, exc.__traceback__)
+        seen = set()
+        todo = [te]
+        while todo:
+            t = todo.pop()
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            t.stack = traceback.StackSummary.from_list(
+                [f for f in t.stack if f.filename != DRIVER_FILE])
+            todo.extend(x for x in (t.__cause__, t.__context__) if x is not None)
+        text = "".join(te.format())
         try:
             sys.stderr.write(text)
         except Exception:
