@@ -36,6 +36,8 @@ export interface GrpcVmmBackendOptions {
    * timeout and reports `timeout`; the deadline only catches a hung agent. Default 30 s.
    */
   readonly runGraceMs?: number;
+  /** Deadline of ReadFile / WriteFile. Default 60 s. */
+  readonly fileMs?: number;
 }
 
 export interface GrpcVmmBackend extends VmmBackend {
@@ -206,6 +208,25 @@ export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBac
           yield result;
         }
       }
+    },
+
+    async readFile(vmId, path, maxBytes, signal) {
+      const res = await callUnary(
+        SERVICE,
+        client.readFile.bind(client),
+        { vmId, path, maxBytes },
+        { timeoutMs: options.fileMs ?? 60_000, signal },
+      );
+      return { data: res.data, truncated: res.truncated };
+    },
+
+    async writeFile(vmId, path, data, { mode, createParents }, signal) {
+      await callUnary(
+        SERVICE,
+        client.writeFile.bind(client),
+        { vmId, path, data: Buffer.from(data), mode, createParents },
+        { timeoutMs: options.fileMs ?? 60_000, signal },
+      );
     },
 
     close() {

@@ -10,6 +10,8 @@ export const RPC_METHOD_NAMES = [
   "sandbox.metrics.get",
   "sandbox.repl.run",
   "sandbox.command.run",
+  "sandbox.files.write",
+  "sandbox.files.read",
 ] as const;
 
 export type RpcMethodName = (typeof RPC_METHOD_NAMES)[number];

@@ -136,4 +136,18 @@ export interface VmmBackend {
   ): AsyncIterable<OutputEvent | RunCodeResultEvent>;
   /** Output events, then exactly one result event. */
   exec(request: ExecRequest, signal: AbortSignal): AsyncIterable<OutputEvent | ExecResultEvent>;
+  /** Reads at most `maxBytes` of a guest file; `truncated` when it is longer. */
+  readFile(
+    vmId: string,
+    path: string,
+    maxBytes: number,
+    signal: AbortSignal,
+  ): Promise<{ data: Uint8Array; truncated: boolean }>;
+  writeFile(
+    vmId: string,
+    path: string,
+    data: Uint8Array,
+    options: { readonly mode: number; readonly createParents: boolean },
+    signal: AbortSignal,
+  ): Promise<void>;
 }

@@ -305,6 +305,28 @@ describe("the sandbox JSON-RPC flow", () => {
     ]);
   });
 
+  it("writes and reads guest files in base64", async () => {
+    await h.rpc("sandbox.start", start());
+    const data = Buffer.from("héllo\n").toString("base64");
+    const written = await h.rpc("sandbox.files.write", { sandbox: "sb", path: "/tmp/x", data });
+    expect(written.json().result).toEqual({ path: "/tmp/x", size: 7 });
+    const read = await h.rpc("sandbox.files.read", { sandbox: "sb", path: "/tmp/x", max_bytes: 3 });
+    expect(read.json().result).toEqual({
+      path: "/tmp/x",
+      data: Buffer.from("hé").toString("base64"),
+      encoding: "base64",
+      size: 3,
+      truncated: true,
+    });
+    const missing = await h.rpc("sandbox.files.read", { sandbox: "sb", path: "/nope" });
+    expect(missing.json().error.data.code).toBe("FILE_NOT_FOUND");
+    const bad = await h.rpc("sandbox.files.write", { sandbox: "sb", path: "rel", data: "!!" });
+    expect(bad.json().error.data.issues.map((i: { field: string }) => i.field)).toEqual([
+      "path",
+      "data",
+    ]);
+  });
+
   it("stops idempotently", async () => {
     await h.rpc("sandbox.start", start());
     await h.rpc("sandbox.stop", { sandbox: "sb" });

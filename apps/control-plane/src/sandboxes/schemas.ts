@@ -95,6 +95,51 @@ export const runCommandParamsSchema = z.object({
 });
 export type RunCommandParams = z.infer<typeof runCommandParamsSchema>;
 
+/** Largest file `sandbox.files.read` returns and `sandbox.files.write` takes (the vmm-agent's cap). */
+export const FILE_LIMIT_BYTES = 16 * 1024 * 1024;
+
+const guestPath = z
+  .string({ required_error: "is required", invalid_type_error: "must be a string" })
+  .startsWith("/", "must be an absolute guest path")
+  .max(4096, "is longer than 4096 characters");
+
+export const filesWriteParamsSchema = z.object({
+  sandbox: name("sandbox name"),
+  namespace,
+  path: guestPath,
+  data: z
+    .string({ required_error: "is required", invalid_type_error: "must be a base64 string" })
+    .regex(/^[A-Za-z0-9+/]*={0,2}$/, "must be base64 (standard alphabet)")
+    .refine((d) => d.replace(/=+$/, "").length % 4 !== 1, "is not valid base64 (bad length)")
+    .refine(
+      (d) => Math.floor((d.replace(/=+$/, "").length * 3) / 4) <= FILE_LIMIT_BYTES,
+      `decodes to more than ${FILE_LIMIT_BYTES} bytes (16 MiB), the most one call may write`,
+    ),
+  encoding: z.literal("base64").default("base64"),
+  mode: z
+    .number()
+    .int()
+    .min(0)
+    .max(0o7777, "must be permission bits (at most 0o7777)")
+    .default(0o644),
+  create_parents: z.boolean().default(true),
+});
+export type FilesWriteParams = z.infer<typeof filesWriteParamsSchema>;
+
+export const filesReadParamsSchema = z.object({
+  sandbox: name("sandbox name"),
+  namespace,
+  path: guestPath,
+  max_bytes: z
+    .number()
+    .int("must be a whole number")
+    .positive("must be more than 0")
+    .max(FILE_LIMIT_BYTES, `must be at most ${FILE_LIMIT_BYTES} (16 MiB)`)
+    .default(FILE_LIMIT_BYTES),
+  encoding: z.literal("base64").default("base64"),
+});
+export type FilesReadParams = z.infer<typeof filesReadParamsSchema>;
+
 /** One rejected field: `config.memory`, `args[2]`, or `params` for the whole object. */
 export interface ParamIssue {
   readonly field: string;

@@ -5,6 +5,7 @@ import { assertMayAccess, mayAccess, type Caller } from "../auth/caller.js";
 import type {
   ExecResultEvent,
   ImageBackend,
+  OutputStreamName,
   RunCodeResultEvent,
   VmInfo,
   VmmBackend,
@@ -15,6 +16,8 @@ import type { SandboxPolicy } from "./policy.js";
 import { configHash, type SandboxConfig } from "./sandbox-config.js";
 import {
   invalidParams,
+  type FilesReadParams,
+  type FilesWriteParams,
   type MetricsParams,
   type RunCodeParams,
   type RunCommandParams,
@@ -98,19 +101,63 @@ export interface SandboxService {
   start(caller: Caller, params: StartParams): Promise<StartResult>;
   stop(caller: Caller, params: StopParams): Promise<StopResult>;
   metrics(caller: Caller, params: MetricsParams, signal: AbortSignal): Promise<MetricsResult>;
-  /** `signal` aborts the run when the caller goes away. */
-  runCode(caller: Caller, params: RunCodeParams, signal: AbortSignal): Promise<RunCodeResult>;
+  /** `signal` aborts the run when the caller goes away; `observer` sees output as it comes. */
+  runCode(
+    caller: Caller,
+    params: RunCodeParams,
+    signal: AbortSignal,
+    observer?: RunObserver,
+  ): Promise<RunCodeResult>;
   runCommand(
     caller: Caller,
     params: RunCommandParams,
     signal: AbortSignal,
+    observer?: RunObserver,
   ): Promise<RunCommandResult>;
+  /** Writes a guest file (base64 in `data`). */
+  writeFile(
+    caller: Caller,
+    params: FilesWriteParams,
+    signal: AbortSignal,
+  ): Promise<FileWriteResult>;
+  /** Reads a guest file, base64 in the answer. */
+  readFile(caller: Caller, params: FilesReadParams, signal: AbortSignal): Promise<FileReadResult>;
   /**
    * Makes the database agree with the vmm-agent after a restart: a sandbox the database
    * thinks is live but the vmm-agent does not run becomes failed ("VM lost while the control
    * plane was down"). Throws SERVICE_UNAVAILABLE when the vmm-agent is down (retry later).
    */
   reconcile(signal: AbortSignal): Promise<ReconcileReport>;
+}
+
+/** `sandbox.files.write` result. */
+export interface FileWriteResult {
+  readonly path: string;
+  /** Bytes written. */
+  readonly size: number;
+}
+
+/** `sandbox.files.read` result. */
+export interface FileReadResult {
+  readonly path: string;
+  readonly data: string;
+  readonly encoding: "base64";
+  /** Bytes in `data` (decoded). */
+  readonly size: number;
+  /** The file is longer than `max_bytes`. */
+  readonly truncated: boolean;
+}
+
+/** Watches a run as it happens (streaming answers, docs/streaming.md). */
+export interface RunObserver {
+  /** The run was accepted (sandbox running, params valid) and is about to start. */
+  onStart?(): void;
+  /**
+   * Output as it arrives: each chunk decoded as UTF-8 per stream (characters split across
+   * chunks are kept whole), newlines kept; nothing more once the output cap is reached. The
+   * server's own notes come as stderr lines ending in a newline.
+   */
+  onOutput?(stream: OutputStreamName, text: string): void;
 }
 
 export interface ReconcileReport {
@@ -401,11 +448,12 @@ export function createSandboxService(
       return { sandboxes };
     },
 
-    async runCode(caller, params, signal) {
+    async runCode(caller, params, signal, observer) {
       const record = requireRunning(caller, params.namespace, params.sandbox);
       const timeoutMs = timeoutMsOf(params.timeout);
       const language = params.language === "python" ? "python" : "node";
-      const collector = new OutputCollector(options.outputLimitBytes);
+      observer?.onStart?.();
+      const collector = new RunSink(options.outputLimitBytes, observer);
       let result: RunCodeResultEvent | undefined;
       await guardRun(record, async () => {
         const events = vmm.runCode(
@@ -430,11 +478,7 @@ export function createSandboxService(
           "msb: the REPL had to be restarted; variables and imports from earlier cells are gone.",
         );
       }
-      const { output, truncated } = finishOutput(
-        collector,
-        options.outputLimitBytes,
-        result.truncated,
-      );
+      const { output, truncated } = collector.finish(result.truncated);
       const error =
         result.status === "error"
           ? { type: result.errorType, message: result.errorMessage, traceback: result.traceback }
@@ -457,10 +501,11 @@ export function createSandboxService(
       };
     },
 
-    async runCommand(caller, params, signal) {
+    async runCommand(caller, params, signal, observer) {
       const record = requireRunning(caller, params.namespace, params.sandbox);
       const timeoutMs = timeoutMsOf(params.timeout);
-      const collector = new OutputCollector(options.outputLimitBytes);
+      observer?.onStart?.();
+      const collector = new RunSink(options.outputLimitBytes, observer);
       let result: ExecResultEvent | undefined;
       await guardRun(record, async () => {
         const events = vmm.exec(
@@ -479,11 +524,7 @@ export function createSandboxService(
         }
       });
       if (result === undefined) throw noResult("Exec");
-      const { output, truncated } = finishOutput(
-        collector,
-        options.outputLimitBytes,
-        result.truncated,
-      );
+      const { output, truncated } = collector.finish(result.truncated);
       if (result.timedOut) {
         // The original SDKs raise on a command timeout; an error (with the output so far) keeps them working.
         throw new MsbError(
@@ -509,6 +550,35 @@ export function createSandboxService(
         signal: result.signal,
         truncated,
         duration_ms: result.durationMs,
+      };
+    },
+
+    async writeFile(caller, params, signal) {
+      const record = requireRunning(caller, params.namespace, params.sandbox);
+      const data = Buffer.from(params.data, "base64");
+      await guardRun(record, () =>
+        vmm.writeFile(
+          record.vmId,
+          params.path,
+          data,
+          { mode: params.mode, createParents: params.create_parents },
+          signal,
+        ),
+      );
+      return { path: params.path, size: data.length };
+    },
+
+    async readFile(caller, params, signal) {
+      const record = requireRunning(caller, params.namespace, params.sandbox);
+      const file = await guardRun(record, () =>
+        vmm.readFile(record.vmId, params.path, params.max_bytes, signal),
+      );
+      return {
+        path: params.path,
+        data: Buffer.from(file.data).toString("base64"),
+        encoding: "base64",
+        size: file.data.length,
+        truncated: file.truncated,
       };
     },
 
@@ -568,19 +638,46 @@ export function createSandboxService(
   };
 }
 
-function finishOutput(
-  collector: OutputCollector,
-  limitBytes: number,
-  truncatedUpstream: boolean,
-): { output: OutputLine[]; truncated: boolean } {
-  const truncated = collector.truncated || truncatedUpstream;
-  if (truncated) {
-    collector.note(
-      "stderr",
-      `msb: output truncated: only the first ${limitBytes} bytes were kept.`,
-    );
+/**
+ * Collects a run's output into lines (the result) and, when observed, passes the raw chunks
+ * on as they arrive (streaming answers), both under the same cap. Notes of the server's own
+ * (timeout, restart, truncation) go to both.
+ */
+class RunSink {
+  readonly #collector: OutputCollector;
+  readonly #limitBytes: number;
+  readonly #observer: RunObserver | undefined;
+  readonly #decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
+
+  constructor(limitBytes: number, observer: RunObserver | undefined) {
+    this.#collector = new OutputCollector(limitBytes);
+    this.#limitBytes = limitBytes;
+    this.#observer = observer;
   }
-  return { output: collector.finish().output, truncated };
+
+  push(stream: OutputStreamName, data: Uint8Array): void {
+    if (this.#observer?.onOutput !== undefined && !this.#collector.truncated) {
+      const text = this.#decoders[stream].decode(data, { stream: true });
+      if (text !== "") this.#observer.onOutput(stream, text);
+    }
+    this.#collector.push(stream, data);
+  }
+
+  note(stream: OutputStreamName, text: string): void {
+    this.#observer?.onOutput?.(stream, `${text}\n`);
+    this.#collector.note(stream, text);
+  }
+
+  finish(truncatedUpstream: boolean): { output: OutputLine[]; truncated: boolean } {
+    const truncated = this.#collector.truncated || truncatedUpstream;
+    if (truncated) {
+      this.note(
+        "stderr",
+        `msb: output truncated: only the first ${this.#limitBytes} bytes were kept.`,
+      );
+    }
+    return { output: this.#collector.finish().output, truncated };
+  }
 }
 
 function noResult(call: string): MsbError {

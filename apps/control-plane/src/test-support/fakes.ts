@@ -162,6 +162,23 @@ export class FakeVmmBackend implements VmmBackend {
     yield* this.runScript(request);
   }
 
+  readonly files = new Map<string, Uint8Array>();
+
+  readFile(vmId: string, path: string, maxBytes: number) {
+    const data = this.files.get(`${vmId}:${path}`);
+    if (data === undefined) {
+      return Promise.reject(new MsbError("FILE_NOT_FOUND", `No file ${path} in the guest.`));
+    }
+    return Promise.resolve({ data: data.subarray(0, maxBytes), truncated: data.length > maxBytes });
+  }
+
+  writeFile(vmId: string, path: string, data: Uint8Array) {
+    if (!this.vms.has(vmId))
+      return Promise.reject(new MsbError("SANDBOX_NOT_FOUND", `No VM ${vmId}.`));
+    this.files.set(`${vmId}:${path}`, data);
+    return Promise.resolve();
+  }
+
   async *exec(request: ExecRequest): AsyncIterable<OutputEvent | ExecResultEvent> {
     if (this.down) throw down("vmm agent");
     if (this.failRunWith !== undefined) throw this.failRunWith;

@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { MsbError, httpStatusOf, toMsbError } from "@msb/errors";
 import type { Authenticator } from "../../auth/authenticate.js";
 import type { Caller } from "../../auth/caller.js";
+import type { RunObserver } from "../../sandboxes/service.js";
 import { RPC_METHOD_NAMES, RPC_METHODS_HINT, RPC_PATH } from "../routes.js";
 import {
   errorResponse,
@@ -11,7 +12,8 @@ import {
   type RpcCall,
   type RpcInvalid,
 } from "./envelope.js";
-import type { RpcHandler } from "./methods.js";
+import { STREAMABLE_METHODS, type RpcHandler } from "./methods.js";
+import { createSseAnswer, wantsEventStream } from "./sse.js";
 
 export interface RpcRouteDeps {
   readonly methods: ReadonlyMap<string, RpcHandler>;
@@ -25,7 +27,9 @@ export interface RpcRouteOptions {
 /**
  * `POST /api/v1/rpc`: JSON-RPC 2.0 with batches and notifications. HTTP status: 200 for a
  * result or a batch, the error's own status for a single error (401, 404, 409, …), 204 when
- * nothing is owed (notifications only). The calls of a batch run concurrently.
+ * nothing is owed (notifications only). The calls of a batch run concurrently. A single
+ * repl.run / command.run with `Accept: text/event-stream` streams its output as server-sent
+ * events once the run started (docs/streaming.md).
  */
 export function registerRpcRoute(
   app: FastifyInstance,
@@ -41,9 +45,26 @@ export function registerRpcRoute(
       caller = toMsbError(err, request.id);
     }
     const signal = clientSignal(request, reply);
+    const first = envelope.items[0];
+    const sse =
+      !envelope.batch &&
+      first?.kind === "call" &&
+      !first.notification &&
+      STREAMABLE_METHODS.has(first.method) &&
+      !(caller instanceof MsbError) &&
+      wantsEventStream(request.headers.accept)
+        ? createSseAnswer(request, reply)
+        : undefined;
     const answers = await Promise.all(
-      envelope.items.map((item) => answer(item, caller, signal, deps.methods, request)),
+      envelope.items.map((item) =>
+        answer(item, caller, { signal, observer: sse?.observer }, deps.methods, request),
+      ),
     );
+    if (sse?.opened === true) {
+      // Headers are out: the outcome, success or failure, travels in the result event.
+      sse.finish(answers[0]!.response);
+      return reply;
+    }
     const responses = answers.filter((a): a is Answer => a !== undefined);
 
     if (caller instanceof MsbError && responses.length === 0) {
@@ -82,7 +103,7 @@ interface Answer {
 async function answer(
   item: RpcCall | RpcInvalid,
   caller: Caller | MsbError,
-  signal: AbortSignal,
+  { signal, observer }: { signal: AbortSignal; observer: RunObserver | undefined },
   methods: ReadonlyMap<string, RpcHandler>,
   request: FastifyRequest,
 ): Promise<Answer | undefined> {
@@ -103,7 +124,11 @@ async function answer(
     );
   }
   try {
-    const result = await handler(item.params, { caller, signal });
+    const result = await handler(item.params, {
+      caller,
+      signal,
+      ...(observer === undefined ? {} : { observer }),
+    });
     return item.notification ? undefined : { response: resultResponse(item.id, result) };
   } catch (thrown) {
     const err = toMsbError(thrown, request.id);

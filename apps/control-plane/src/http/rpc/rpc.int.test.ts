@@ -65,6 +65,8 @@ describe("POST /api/v1/rpc: the JSON-RPC envelope", () => {
       "sandbox.metrics.get",
       "sandbox.repl.run",
       "sandbox.command.run",
+      "sandbox.files.write",
+      "sandbox.files.read",
     ]);
     expect(error.message).toContain("sandbox.repl.run");
   });
