@@ -13,14 +13,15 @@ from typing import Any, Awaitable, Callable, Coroutine, Dict, Generator, Optiona
 from . import errors
 from ._rpc import RpcClient
 from .command import Command
-from .execution import Execution
+from .execution import Execution, replay_chunks
 from .files import Files
 from .metrics import Metrics
 
 DEFAULT_SERVER_URL = "http://127.0.0.1:5555"
 
-#: Seconds ``start`` waits for the server by default: a first start may pull an image.
-DEFAULT_START_TIMEOUT = 180.0
+#: Seconds the client waits for ``start`` when no timeout is given: the server's own deadlines
+#: (image pull up to 30 min on first use, then boot) decide, this only catches a hung server.
+DEFAULT_START_WAIT = 35 * 60.0
 #: Seconds added to a call's own timeout before the client gives up on the answer, so the
 #: server's timeout (which returns a useful result or error) always fires first.
 CLIENT_GRACE = 30.0
@@ -102,13 +103,13 @@ class BaseSandbox(ABC):
         image: Optional[str] = None,
         memory: int = 512,
         cpus: float = 1,
-        timeout: float = DEFAULT_START_TIMEOUT,
+        timeout: Optional[float] = None,
         **config: Any,
     ) -> "SandboxContext":
         """A sandbox that starts on ``async with`` entry and stops on exit.
 
-        ``memory`` is in MiB, ``cpus`` a count, ``timeout`` the seconds to wait for the start
-        (an image pull on first use can take a while). Extra keyword arguments go into the start
+        ``memory`` is in MiB, ``cpus`` a count, ``timeout`` the seconds the server may take to
+        boot the sandbox (default: the server's; the first start of an image also pulls it). Extra keyword arguments go into the start
         ``config`` as they are (``envs=["K=V"]``, ``workdir=...``, ``volumes=[...]``,
         ``ports=[...]``). ``await PythonSandbox.create(...)`` also works and returns the started
         sandbox; stop it yourself then.
@@ -158,7 +159,7 @@ class BaseSandbox(ABC):
         image: Optional[str] = None,
         memory: int = 512,
         cpus: float = 1,
-        timeout: float = DEFAULT_START_TIMEOUT,
+        timeout: Optional[float] = None,
         **config: Any,
     ) -> None:
         """Start the sandbox and return once its guest is ready. Starting a running sandbox with
@@ -172,10 +173,13 @@ class BaseSandbox(ABC):
             "memory": int(memory),
             "cpus": max(1, int(round(cpus))),
         }
+        if timeout is not None:
+            cfg["timeout"] = timeout
         cfg.update({k: v for k, v in config.items() if v is not None})
         params = {"sandbox": self._name, "namespace": self._namespace, "config": cfg}
+        wait = DEFAULT_START_WAIT if timeout is None else float(timeout) + CLIENT_GRACE
         try:
-            await self._rpc.call("sandbox.start", params, _timeout_for(timeout))
+            await self._rpc.call("sandbox.start", params, wait)
         except (asyncio.CancelledError, errors.TimeoutError) as exc:
             # The server may finish the start after we gave up: stop it so no VM is left behind.
             if isinstance(exc, asyncio.CancelledError) or exc.rpc_code is None:
@@ -244,10 +248,9 @@ class BaseSandbox(ABC):
                     await result
 
         result, streamed = await self._rpc.call_streaming(method, params, _timeout_for(timeout), on_output)
-        if not streamed and isinstance(result, dict):
-            for item in result.get("output") or []:
-                if isinstance(item, dict) and isinstance(item.get("text"), str):
-                    await on_output(str(item.get("stream", "stdout")), item["text"])
+        if not streamed:
+            for stream, text in replay_chunks(result):
+                await on_output(stream, text)
         return result
 
     def _require_started(self) -> None:

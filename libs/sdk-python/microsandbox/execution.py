@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 
 def _items(result: Mapping[str, Any]) -> List[Dict[str, str]]:
@@ -29,6 +29,15 @@ def join_stream(items: List[Dict[str, str]], stream: str) -> str:
         return ""
     joined = "".join(texts) if any("\n" in t for t in texts) else "\n".join(texts)
     return joined.rstrip("\r\n")
+
+
+def replay_chunks(result: Any) -> List[Tuple[str, str]]:
+    """The output of a finished call as the chunks a streaming server would have sent: line
+    items (no newlines anywhere) get their newline back, chunks stay as they are."""
+    items = _items(result) if isinstance(result, Mapping) else []
+    if any("\n" in i["text"] for i in items):
+        return [(i["stream"], i["text"]) for i in items]
+    return [(i["stream"], i["text"] + "\n") for i in items]
 
 
 class Execution:

@@ -87,7 +87,11 @@ class PythonSandboxServerTest(unittest.IsolatedAsyncioTestCase):
                 await asyncio.sleep(3600)
 
         task = asyncio.ensure_future(body())
-        await entered.wait()
+        waiter = asyncio.ensure_future(entered.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            waiter.cancel()
+            task.result()  # the start failed: raise its error
         task.cancel()
         with self.assertRaises(asyncio.CancelledError):
             await task

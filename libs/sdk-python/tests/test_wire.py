@@ -104,6 +104,7 @@ class RequestShapeTest(unittest.IsolatedAsyncioTestCase):
                 image="microsandbox/node:20",
                 memory=1024,
                 cpus=2,
+                timeout=90,
                 envs=["DEBUG=true"],
             ) as sb:
                 exe = await sb.run("console.log('hi')", timeout=5)
@@ -112,7 +113,7 @@ class RequestShapeTest(unittest.IsolatedAsyncioTestCase):
         start, run, _ = srv.requests
         self.assertEqual(
             start.params["config"],
-            {"image": "microsandbox/node:20", "memory": 1024, "cpus": 2, "envs": ["DEBUG=true"]},
+            {"image": "microsandbox/node:20", "memory": 1024, "cpus": 2, "timeout": 90, "envs": ["DEBUG=true"]},
         )
         self.assertEqual(start.params["namespace"], "team-a")
         self.assertEqual(run.params["language"], "nodejs")
@@ -483,6 +484,20 @@ class StreamingTest(unittest.IsolatedAsyncioTestCase):
                 with self.assertRaises(SandboxNotFoundError) as ctx:
                     await sb.run("...", on_stdout=print)
         self.assertEqual(ctx.exception.code, "VM_DIED")
+
+    async def test_fallback_gives_line_items_their_newline_back(self) -> None:
+        def extra(rec: Recorded):
+            if rec.method == "sandbox.repl.run":
+                return repl_result(("stdout", "0"), ("stdout", "1"), ("stderr", "w"))
+            return None
+
+        seen = []
+        with FakeRpcServer(ok_lifecycle(extra)) as srv:
+            async with PythonSandbox.create(name="s", server_url=srv.url) as sb:
+                exe = await sb.run("...", on_stdout=lambda t: seen.append(("out", t)),
+                                   on_stderr=lambda t: seen.append(("err", t)))
+        self.assertEqual(seen, [("out", "0\n"), ("out", "1\n"), ("err", "w\n")])
+        self.assertEqual(await exe.output(), "0\n1")
 
     async def test_plain_json_answer_falls_back_to_delivering_at_the_end(self) -> None:
         def extra(rec: Recorded):

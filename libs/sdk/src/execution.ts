@@ -37,6 +37,16 @@ export function joinStream(items: readonly OutputItem[], stream: string): string
 }
 
 /**
+ * The output of a finished call as the chunks a streaming server would have sent: line items
+ * (no newline anywhere) get their newline back, chunks stay as they are.
+ */
+export function replayChunks(result: unknown): OutputItem[] {
+  const items = isRecord(result) ? outputItems(result) : [];
+  if (items.some((i) => i.text.includes("\n"))) return items;
+  return items.map((i) => ({ stream: i.stream, text: `${i.text}\n` }));
+}
+
+/**
  * The outcome of one REPL cell (`sandbox.repl.run`). `status` is "success", "error" (the code
  * threw; the stack is in `error()`) or "timeout" (the cell was stopped; the sandbox keeps
  * working).

@@ -14,7 +14,7 @@
 export {
   BaseSandbox,
   DEFAULT_SERVER_URL,
-  DEFAULT_START_TIMEOUT_SECONDS,
+  DEFAULT_START_WAIT_SECONDS,
   NodeSandbox,
   PythonSandbox,
 } from "./sandbox.js";
@@ -22,7 +22,7 @@ export type { RunOptions, SandboxOptions, StartOptions } from "./sandbox.js";
 export type { OutputHandler, OutputHandlers } from "./channel.js";
 export { Command } from "./command.js";
 export type { CommandRunOptions } from "./command.js";
-export { CommandExecution, Execution, joinStream } from "./execution.js";
+export { CommandExecution, Execution, joinStream, replayChunks } from "./execution.js";
 export type { OutputItem } from "./execution.js";
 export { Metrics } from "./metrics.js";
 export type { SandboxMetrics } from "./metrics.js";

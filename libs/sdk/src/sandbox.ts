@@ -9,15 +9,18 @@ import {
 } from "./channel.js";
 import { Command } from "./command.js";
 import { MicrosandboxError, SandboxNotFoundError, TimeoutError } from "./errors.js";
-import { Execution } from "./execution.js";
+import { Execution, replayChunks } from "./execution.js";
 import { Files } from "./files.js";
 import { Metrics } from "./metrics.js";
 import { RpcClient } from "./rpc.js";
 
 /** Used when neither `serverUrl` nor `MSB_SERVER_URL` is set. */
 export const DEFAULT_SERVER_URL = "http://127.0.0.1:5555";
-/** Seconds `start` waits by default: a first start may pull an image. */
-export const DEFAULT_START_TIMEOUT_SECONDS = 180;
+/**
+ * Seconds the client waits for `start` when no timeout is given: the server's own deadlines
+ * (image pull up to 30 min on first use, then boot) decide; this only catches a hung server.
+ */
+export const DEFAULT_START_WAIT_SECONDS = 35 * 60;
 
 /** How the sandbox is configured when it starts (`config` of `sandbox.start`). */
 export interface StartOptions {
@@ -27,7 +30,7 @@ export interface StartOptions {
   readonly memory?: number | undefined;
   /** Default 1. */
   readonly cpus?: number | undefined;
-  /** Seconds to wait for the start (image pull + boot); default 180. */
+  /** Seconds the server may take to boot the sandbox; default: the server's. */
   readonly timeout?: number | undefined;
   /** `["K=V"]`. */
   readonly envs?: readonly string[] | undefined;
@@ -140,21 +143,25 @@ export abstract class BaseSandbox implements AsyncDisposable {
    */
   async start(options: StartOptions = {}): Promise<void> {
     if (this.#started) return;
-    const timeout = options.timeout ?? DEFAULT_START_TIMEOUT_SECONDS;
     const config: Record<string, unknown> = {
       image: options.image ?? this.defaultImage,
       memory: options.memory ?? 512,
       cpus: Math.max(1, Math.round(options.cpus ?? 1)),
-      timeout,
     };
-    for (const key of ["envs", "workdir", "volumes", "ports", "network"] as const) {
+    for (const key of ["timeout", "envs", "workdir", "volumes", "ports", "network"] as const) {
       if (options[key] !== undefined) config[key] = options[key];
     }
     try {
       await this.#rpc.call(
         "sandbox.start",
         { sandbox: this.name, namespace: this.namespace, config },
-        { timeoutMs: clientTimeoutMs(timeout), signal: options.signal },
+        {
+          timeoutMs:
+            options.timeout === undefined
+              ? DEFAULT_START_WAIT_SECONDS * 1000
+              : clientTimeoutMs(options.timeout),
+          signal: options.signal,
+        },
       );
     } catch (err) {
       // Gave up waiting (abort, client deadline): the server may still finish the start, so
@@ -225,16 +232,8 @@ export abstract class BaseSandbox implements AsyncDisposable {
     }
     const dispatch = outputDispatcher(handlers);
     const { result, streamed } = await this.#rpc.callStreaming(method, params, dispatch, options);
-    if (!streamed && typeof result === "object" && result !== null) {
-      const output = (result as Record<string, unknown>)["output"];
-      for (const item of Array.isArray(output) ? (output as unknown[]) : []) {
-        if (typeof item === "object" && item !== null) {
-          const { stream, text } = item as Record<string, unknown>;
-          if (typeof text === "string") {
-            await dispatch(typeof stream === "string" ? stream : "stdout", text);
-          }
-        }
-      }
+    if (!streamed) {
+      for (const { stream, text } of replayChunks(result)) await dispatch(stream, text);
     }
     return result;
   }

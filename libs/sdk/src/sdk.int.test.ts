@@ -83,7 +83,7 @@ describe("request shape", () => {
     expect(start.params).toEqual({
       sandbox: "my-first-sandbox",
       namespace: "default",
-      config: { image: "microsandbox/node", memory: 512, cpus: 1, timeout: 180 },
+      config: { image: "microsandbox/node", memory: 512, cpus: 1 },
     });
     expect(run.params).toEqual({
       sandbox: "my-first-sandbox",
@@ -382,6 +382,23 @@ describe("streaming", () => {
       code: "VM_DIED",
     });
     await sb.stop();
+  });
+
+  it("gives line items their newline back when falling back", async () => {
+    const srv = await serve((rec) =>
+      rec.method === "sandbox.repl.run"
+        ? replResult("success", ["stdout", "0"], ["stdout", "1"], ["stderr", "w"])
+        : undefined,
+    );
+    const seen: string[] = [];
+    const sb = await PythonSandbox.create({ name: "s", serverUrl: srv.url });
+    const exe = await sb.run("...", {
+      onStdout: (t) => void seen.push(`out:${t}`),
+      onStderr: (t) => void seen.push(`err:${t}`),
+    });
+    await sb.stop();
+    expect(seen).toEqual(["out:0\n", "out:1\n", "err:w\n"]);
+    expect(await exe.output()).toBe("0\n1");
   });
 
   it("falls back to delivering the collected output when the server answers plain JSON", async () => {
