@@ -1,6 +1,8 @@
 import { Command, CommanderError } from "commander";
 import type { CliDeps } from "./cli/context.js";
 import { renderError } from "./cli/errors.js";
+import { CommandExit } from "./commands/exit.js";
+import { projectCommands } from "./commands/project/index.js";
 import { serverCommand } from "./commands/server/index.js";
 
 /** Exit code of a usage error (bad flag, missing argument): "bad input" in docs/errors.md. */
@@ -24,6 +26,7 @@ export function createProgram(deps: CliDeps): Command {
     })
     .exitOverride();
   program.addCommand(serverCommand(deps));
+  for (const cmd of projectCommands(deps)) program.addCommand(cmd);
   // Settings are not inherited by commands added with addCommand: apply them to the tree.
   const apply = (cmd: Command) => {
     cmd
@@ -43,6 +46,8 @@ export async function runCli(argv: readonly string[], deps: CliDeps): Promise<nu
     await program.parseAsync([...argv], { from: "user" });
     return 0;
   } catch (err) {
+    // A command that ran something and passes its exit code on (`msb run`, `msb exe`).
+    if (err instanceof CommandExit) return err.code;
     if (err instanceof CommanderError) {
       // Commander already printed the message (or the help / version).
       return err.exitCode === 0 ? 0 : USAGE_EXIT_CODE;

@@ -1,0 +1,143 @@
+import { randomBytes } from "node:crypto";
+import { isAbsolute, resolve } from "node:path";
+import { Command } from "commander";
+import { toMsbError } from "@msb/errors";
+import { printJson, type CliDeps } from "../../cli/context.js";
+import { globalOptions } from "../../cli/globals.js";
+import {
+  connect,
+  runCommand,
+  SCRIPT_TIMEOUT_S,
+  startSandbox,
+  stopSandbox,
+} from "../../project/remote.js";
+import { DEFAULT_SHELL, type StartConfig } from "../../project/sandboxfile.js";
+import { CommandExit } from "../exit.js";
+import {
+  collect,
+  onInterrupt,
+  parsePositive,
+  printOutput,
+  VOLUME_PATTERN,
+  withNamespaceOption,
+} from "../project/shared.js";
+import { lineShell } from "./shell.js";
+
+export interface ExeOptions {
+  readonly memory?: number;
+  readonly cpus?: number;
+  readonly volume?: string[];
+  readonly namespace: string;
+}
+
+/** A fresh name for a temporary sandbox: `exe-` + 8 hex digits. */
+export function temporaryName(): string {
+  return `exe-${randomBytes(4).toString("hex")}`;
+}
+
+/** The `sandbox.start` config of `msb exe`; relative volume host paths resolve against `cwd`. */
+export function exeConfig(image: string, options: ExeOptions, cwd: string): StartConfig {
+  return {
+    image,
+    ...(options.memory === undefined ? {} : { memory: options.memory }),
+    ...(options.cpus === undefined ? {} : { cpus: options.cpus }),
+    volumes: (options.volume ?? []).map((v) => {
+      const at = v.indexOf(":");
+      const host = v.slice(0, at);
+      return isAbsolute(host) ? v : `${resolve(cwd, host)}${v.slice(at)}`;
+    }),
+    ports: [],
+    envs: [],
+    scripts: {},
+  };
+}
+
+export function exeCommand(deps: CliDeps): Command {
+  return withNamespaceOption(
+    new Command("exe")
+      .description("run a command in a temporary sandbox, then stop it")
+      .argument("<image>", "OCI image, e.g. microsandbox/python or python:3.11")
+      .argument(
+        "[command...]",
+        "command and arguments, after -- (default: a line-mode shell on stdin)",
+      ),
+  )
+    .option("--memory <MiB>", "memory in MiB (server default 512)", parsePositive)
+    .option("--cpus <n>", "virtual CPUs (server default 1)", parsePositive)
+    .option(
+      "-v, --volume <host:guest>",
+      "mount a host directory (repeatable; relative to the current directory)",
+      collect(VOLUME_PATTERN, "HOST:/GUEST[:ro], e.g. ./code:/workspace"),
+    )
+    .addHelpText(
+      "after",
+      `
+Starts a sandbox named exe-XXXXXXXX from IMAGE, runs the command (argv as given, no shell),
+prints its output when it ends and exits with its exit code. Without a command it reads
+commands from stdin one line at a time, like \`msb shell\`. The sandbox is stopped afterwards,
+also on Ctrl-C or SIGTERM.
+
+Examples:
+  msb exe microsandbox/python -- python3 -c 'print(6*7)'
+  msb exe ubuntu:22.04 --memory 256 --cpus 1 --volume ./code:/workspace -- ls /workspace
+  echo 'uname -a' | msb exe microsandbox/python
+
+Exit codes: the command's own exit code · 6 image · 7 VM · 8 timed out · 10 server not
+running · 130 interrupted.`,
+    )
+    .action(async (image: string, command: string[], options: ExeOptions, cmd: Command) => {
+      const global = globalOptions(cmd, deps.env);
+      const name = temporaryName();
+      const namespace = options.namespace;
+      const client = await connect(global, deps, (SCRIPT_TIMEOUT_S + 60) * 1000);
+      const interrupt = onInterrupt();
+      let code = 0;
+      try {
+        if (deps.io.isTty && !global.json) deps.io.err(`msb: starting ${name} (${image})…\n`);
+        await startSandbox(
+          client,
+          namespace,
+          name,
+          exeConfig(image, options, process.cwd()),
+          interrupt.signal,
+        );
+        const [program, ...args] = command;
+        if (program === undefined) {
+          code = await lineShell(
+            client,
+            namespace,
+            name,
+            DEFAULT_SHELL,
+            process.stdin,
+            deps,
+            process.stdin.isTTY,
+          );
+        } else {
+          const result = await runCommand(
+            client,
+            namespace,
+            name,
+            program,
+            args,
+            SCRIPT_TIMEOUT_S,
+            interrupt.signal,
+          );
+          if (global.json) printJson(deps.io, { sandbox: name, ...result });
+          else printOutput(deps, result.output);
+          code = result.exit_code ?? 1;
+        }
+      } finally {
+        interrupt.dispose();
+        // Stop even after a failure or Ctrl-C; a second Ctrl-C during the stop kills the CLI.
+        try {
+          await stopSandbox(client, namespace, name);
+        } catch (err) {
+          deps.io.err(
+            `msb: could not stop temporary sandbox ${name}: ${toMsbError(err).message} Stop it with a sandbox.stop call or \`msb server stop\`.\n`,
+          );
+        }
+      }
+      if (interrupt.signal.aborted) throw new CommandExit(130);
+      if (code !== 0) throw new CommandExit(code);
+    });
+}
