@@ -576,6 +576,25 @@ static int set_nonblock(int fd)
 	return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
+/* Removes leaf cgroups of finished execs that still had dying processes when they ended
+ * (rmdir fails on a populated cgroup, so live ones are untouched). */
+static void sweep_cgroups(void)
+{
+	DIR *d = opendir("/sys/fs/cgroup/msb");
+	if (!d) return;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] != 'x') continue;
+		char p[96];
+		snprintf(p, sizeof p, "/sys/fs/cgroup/msb/%.40s", e->d_name);
+		int live = 0;
+		for (struct stream *s = A.streams; s && !live; s = s->next)
+			live = s->kind == S_PROC && !strcmp(s->cgroup, p);
+		if (!live) rmdir(p);
+	}
+	closedir(d);
+}
+
 static void op_exec(uint32_t id, const jval *req)
 {
 	struct exec_args a;
@@ -661,6 +680,7 @@ static void op_exec(uint32_t id, const jval *req)
 	if (a.ctrl && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctrl_p) < 0) goto sys_fail;
 	if (pipe2(ep, O_CLOEXEC) < 0) goto sys_fail;
 	if (g_boot.cgroup_ok) {
+		sweep_cgroups();
 		snprintf(cg, sizeof cg, "/sys/fs/cgroup/msb/x%u", ++A.exec_seq);
 		if (mkdir(cg, 0755) == 0) {
 			char p[96];

@@ -40,11 +40,13 @@ function check(name: string, ok: boolean, detail = ""): void {
   console.log(`${ok ? "ok  " : "FAIL"} ${name}${detail ? ` — ${detail}` : ""}`);
 }
 
-async function boot(opts: { share?: string } = {}): Promise<Vm> {
-  const dir = await mkdtemp(join(tmpdir(), "msb-smoke-"));
+async function boot(opts: { share?: string; dir?: string } = {}): Promise<Vm> {
+  const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), "msb-smoke-")));
   const scratch = join(dir, "scratch.img");
-  execFileSync("truncate", ["-s", "1G", scratch]);
-  execFileSync("mkfs.ext4", ["-q", "-F", scratch]);
+  if (!opts.dir) {
+    execFileSync("truncate", ["-s", "1G", scratch]);
+    execFileSync("mkfs.ext4", ["-q", "-F", scratch]);
+  }
   const sock = join(dir, "agent.sock");
   const server = createServer();
   server.listen(sock);
@@ -121,14 +123,14 @@ async function boot(opts: { share?: string } = {}): Promise<Vm> {
   return { qemu, server, client, spawnedAt, helloAt: performance.now(), console: () => log, dir };
 }
 
-async function stop(vm: Vm): Promise<boolean> {
+async function stop(vm: Vm, keepDisk = false): Promise<boolean> {
   const exited = once(vm.qemu, "exit");
   await vm.client.shutdown({ timeoutMs: 20_000 }).catch(() => undefined);
   const timer = setTimeout(() => vm.qemu.kill("SIGKILL"), 20_000);
   const [code, signal] = (await exited) as [number | null, string | null];
   clearTimeout(timer);
   vm.server.close();
-  await rm(vm.dir, { recursive: true, force: true });
+  if (!keepDisk) await rm(vm.dir, { recursive: true, force: true });
   return signal === null && code !== null;
 }
 
@@ -228,6 +230,35 @@ async function fullRun(): Promise<void> {
     { maxOutputBytes: 10_000_000 },
   );
   check("5 MB of output through flow control", big.stdout.length === 5_000_000);
+
+  // Resource limits: the OOM killer and pids.max hit user code, never the agent.
+  const hog = await c.run({
+    argv: ["python3", "-c", "a = []\nwhile True: a.append(bytearray(10**6))"],
+    timeoutMs: 60_000,
+  });
+  check(
+    "memory hog is OOM-killed inside its cgroup",
+    hog.exit.oomKilled && hog.exit.signal === 9,
+    JSON.stringify(hog.exit),
+  );
+  const bomb = await c.run({
+    argv: ["sh", "-c", "f() { f | f & }; f; sleep 100"],
+    timeoutMs: 3000,
+  });
+  const alive = await c.ping().catch(() => undefined);
+  check(
+    "fork bomb is contained and killed on timeout; agent answers",
+    bomb.exit.timedOut && alive !== undefined,
+    JSON.stringify(bomb.exit),
+  );
+  const after = await c.run({
+    argv: ["sh", "-c", "ls /sys/fs/cgroup/msb | grep -c '^x'; echo ok"],
+  });
+  check(
+    "after the bomb, new commands run",
+    after.stdout.toString().includes("ok"),
+    after.stdout.toString(),
+  );
 
   await c.writeFile("/work/dir/hello.txt", "written by the host\n", { mkdirs: true });
   const rf = await c.readFile("/work/dir/hello.txt");
@@ -331,8 +362,25 @@ async function fullRun(): Promise<void> {
     JSON.stringify([m1, m]),
   );
 
-  const clean = await stop(vm);
+  const clean = await stop(vm, true);
   check("shutdown → QEMU exits by itself", clean, vm.console().split("\n").slice(-5).join(" | "));
+
+  // Stop/start: the scratch disk keeps the overlay's upper layer.
+  const vm2 = await boot({ dir: vm.dir });
+  const kept = await vm2.client
+    .readFile("/work/dir/hello.txt")
+    .catch((e: unknown) => ({ data: Buffer.from(String(e)) }));
+  check(
+    "state survives stop/start (scratch disk)",
+    kept.data.toString() === "written by the host\n",
+    kept.data.toString(),
+  );
+  check(
+    "restarted guest is clean (no fsck warnings)",
+    vm2.client.hello?.bootWarnings.length === 0,
+    JSON.stringify(vm2.client.hello?.bootWarnings),
+  );
+  await stop(vm2);
   await rm(share, { recursive: true, force: true });
 }
 
