@@ -1,0 +1,38 @@
+import { describe, expect, it } from "vitest";
+import { loadConfig } from "./config.js";
+
+describe("loadConfig", () => {
+  it("derives every default from MSB_HOME and the home directory", () => {
+    expect(loadConfig({}, "/home/u")).toEqual({
+      home: "/home/u/.msb",
+      address: "unix:/home/u/.msb/run/image-service.sock",
+      insecureRegistries: [],
+      cacheDir: "/home/u/.cache/msb",
+      registryAuth: {},
+    });
+    expect(loadConfig({ MSB_HOME: "/srv/msb" }).address).toBe(
+      "unix:/srv/msb/run/image-service.sock",
+    );
+  });
+
+  it("reads insecure registries and credentials", () => {
+    const c = loadConfig({
+      MSB_INSECURE_REGISTRIES: "reg.lan:5000, other.lan",
+      MSB_REGISTRY_AUTH: '{"ghcr.io":{"username":"u","password":"p"}}',
+    });
+    expect(c.insecureRegistries).toEqual(["reg.lan:5000", "other.lan"]);
+    expect(c.registryAuth["ghcr.io"]).toEqual({ username: "u", password: "p" });
+  });
+
+  it("refuses bad values with CONFIG_INVALID", () => {
+    expect(() => loadConfig({ MSB_IMAGE_SERVICE_ADDR: "nowhere" })).toThrow(
+      expect.objectContaining({
+        code: "CONFIG_INVALID",
+        message: expect.stringContaining("MSB_IMAGE_SERVICE_ADDR") as unknown,
+      }) as Error,
+    );
+    expect(() => loadConfig({ MSB_REGISTRY_AUTH: "user:pass" })).toThrow(
+      expect.objectContaining({ code: "CONFIG_INVALID" }) as Error,
+    );
+  });
+});

@@ -1,0 +1,78 @@
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { MsbError } from "@msb/errors";
+import { z } from "zod";
+
+const credentialsSchema = z.record(
+  z.object({ username: z.string(), password: z.string() }).strict(),
+);
+
+/** Configuration of the image service; every field comes from an `MSB_` variable. */
+export interface ImageServiceConfig {
+  /** `MSB_HOME`, default `~/.msb`; the store is `$MSB_HOME/images`. */
+  readonly home: string;
+  /** `MSB_IMAGE_SERVICE_ADDR`, default `unix:$MSB_HOME/run/image-service.sock`. */
+  readonly address: string;
+  /** `MSB_INSECURE_REGISTRIES`: comma list of `host[:port]` reached over plain HTTP (loopback always is). */
+  readonly insecureRegistries: readonly string[];
+  /** `MSB_CACHE_DIR`, default `~/.cache/msb`; image builds live in `image-builds/`. */
+  readonly cacheDir: string;
+  /** `MSB_REGISTRY_AUTH`: JSON `{"host": {"username": "…", "password": "…"}}`. */
+  readonly registryAuth: Readonly<Record<string, { username: string; password: string }>>;
+}
+
+const envSchema = z.object({
+  MSB_HOME: z.string().min(1).optional(),
+  MSB_IMAGE_SERVICE_ADDR: z
+    .string()
+    .regex(/^(unix:.+|[^:]+:\d+|\[[0-9a-fA-F:]+\]:\d+)$/, "must be unix:/path or host:port")
+    .optional(),
+  MSB_INSECURE_REGISTRIES: z.string().optional(),
+  MSB_CACHE_DIR: z.string().min(1).optional(),
+  MSB_REGISTRY_AUTH: z.string().optional(),
+});
+
+/** Pure: reads the configuration from `env` (normally `process.env`), throwing CONFIG_INVALID. */
+export function loadConfig(
+  env: Record<string, string | undefined>,
+  home = homedir(),
+): ImageServiceConfig {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new MsbError(
+      "CONFIG_INVALID",
+      `${issue?.path.join(".") ?? "environment"}: ${issue?.message ?? "invalid"}. Fix the variable (docs/conventions.md lists them).`,
+      { details: { issues: parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`) } },
+    );
+  }
+  const e = parsed.data;
+  const msbHome = e.MSB_HOME ?? join(home, ".msb");
+  let registryAuth: ImageServiceConfig["registryAuth"] = {};
+  if (e.MSB_REGISTRY_AUTH !== undefined && e.MSB_REGISTRY_AUTH.trim() !== "") {
+    let doc: unknown;
+    try {
+      doc = JSON.parse(e.MSB_REGISTRY_AUTH);
+    } catch {
+      doc = undefined;
+    }
+    const creds = credentialsSchema.safeParse(doc);
+    if (!creds.success) {
+      throw new MsbError(
+        "CONFIG_INVALID",
+        'MSB_REGISTRY_AUTH must be JSON like {"registry.example.com": {"username": "u", "password": "p"}}.',
+      );
+    }
+    registryAuth = creds.data;
+  }
+  return {
+    home: msbHome,
+    address: e.MSB_IMAGE_SERVICE_ADDR ?? `unix:${join(msbHome, "run", "image-service.sock")}`,
+    insecureRegistries: (e.MSB_INSECURE_REGISTRIES ?? "")
+      .split(",")
+      .map((s) => s.trim())
+      .filter((s) => s !== ""),
+    cacheDir: e.MSB_CACHE_DIR ?? join(home, ".cache", "msb"),
+    registryAuth,
+  };
+}

@@ -1,0 +1,101 @@
+import { createHash } from "node:crypto";
+import { readdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { tempDir, type TempDir } from "@msb/testing";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { createBlobStore, type BlobStore, type OpenBlob } from "./blob-store.js";
+
+const digestOf = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
+
+async function* chunks(data: Buffer, size = 7): AsyncIterable<Buffer> {
+  for (let i = 0; i < data.length; i += size) {
+    await Promise.resolve();
+    yield data.subarray(i, i + size);
+  }
+}
+
+describe("blob store", () => {
+  let dir: TempDir;
+  let store: BlobStore;
+  const data = Buffer.from("hello, content-addressed world\n".repeat(20));
+  const digest = digestOf(data);
+
+  beforeEach(async () => {
+    dir = await tempDir();
+    store = await createBlobStore(dir.path);
+  });
+  afterEach(() => dir.remove());
+
+  it("stores a verified blob under its digest and leaves nothing in tmp", async () => {
+    const open: OpenBlob = () => Promise.resolve({ resumed: false, stream: chunks(data) });
+    const result = await store.ensure(digest, data.length, open);
+    expect(result).toEqual({ fetched: true, sizeBytes: data.length });
+    expect(await readFile(store.blobPath(digest))).toEqual(data);
+    expect(await readdir(store.tmpDir)).toEqual([]);
+  });
+
+  it("discards content that does not match its digest", async () => {
+    const bad = Buffer.from(data);
+    bad[3] = 0;
+    const open: OpenBlob = () => Promise.resolve({ resumed: false, stream: chunks(bad) });
+    await expect(store.ensure(digest, data.length, open)).rejects.toMatchObject({
+      code: "IMAGE_DIGEST_MISMATCH",
+      message: expect.stringContaining(digestOf(bad)) as unknown,
+    });
+    expect(await store.has(digest)).toBe(false);
+    expect(await readdir(store.tmpDir)).toEqual([]);
+  });
+
+  it("stops reading a blob larger than its descriptor", async () => {
+    const open: OpenBlob = () =>
+      Promise.resolve({ resumed: false, stream: chunks(Buffer.concat([data, data])) });
+    await expect(store.ensure(digest, data.length, open)).rejects.toMatchObject({
+      code: "IMAGE_DIGEST_MISMATCH",
+      message: expect.stringContaining("larger than") as unknown,
+    });
+    expect(await readdir(store.tmpDir)).toEqual([]);
+  });
+
+  it("fetches a blob once for concurrent callers", async () => {
+    let opens = 0;
+    const open: OpenBlob = () => {
+      opens += 1;
+      return Promise.resolve({ resumed: false, stream: chunks(data) });
+    };
+    const results = await Promise.all([1, 2, 3].map(() => store.ensure(digest, data.length, open)));
+    expect(opens).toBe(1);
+    expect(results.filter((r) => r.fetched)).toHaveLength(1);
+  });
+
+  it("resumes an interrupted download from the partial file", async () => {
+    const cut = 100;
+    const failing: OpenBlob = () =>
+      Promise.resolve({
+        resumed: false,
+        stream: (async function* () {
+          await Promise.resolve();
+          yield data.subarray(0, cut);
+          throw new Error("connection reset");
+        })(),
+      });
+    await expect(store.ensure(digest, data.length, failing)).rejects.toThrow("connection reset");
+    expect(await readdir(store.tmpDir)).toHaveLength(1);
+    const offsets: number[] = [];
+    const resuming: OpenBlob = (offset) => {
+      offsets.push(offset);
+      return Promise.resolve({ resumed: true, stream: chunks(data.subarray(offset)) });
+    };
+    await store.ensure(digest, data.length, resuming);
+    expect(offsets).toEqual([cut]);
+    expect(await readFile(store.blobPath(digest))).toEqual(data);
+    expect(await readdir(store.tmpDir)).toEqual([]);
+  });
+
+  it("starts over when the source cannot resume", async () => {
+    const hex = digest.slice(7);
+    await writeFile(join(store.tmpDir, `${hex}.partial`), "garbage");
+    const open: OpenBlob = () => Promise.resolve({ resumed: false, stream: chunks(data) });
+    await store.ensure(digest, data.length, open);
+    expect(await readFile(store.blobPath(digest))).toEqual(data);
+  });
+});
