@@ -20,6 +20,7 @@ const hasPython = spawnSync("python3", ["--version"]).status === 0;
 
 let agentBin = "";
 let dir = "";
+const dirs: string[] = [];
 
 beforeAll(() => {
   const out = execFileSync("bash", [join(repo, "tools/agent/build.sh"), "--json"], {
@@ -37,6 +38,7 @@ const running: Running[] = [];
 
 async function startAgent(options: { raw?: boolean } = {}): Promise<Running> {
   dir = await mkdtemp(join(tmpdir(), "msb-agent-int-"));
+  dirs.push(dir);
   const path = join(dir, "agent.sock");
   const server = createServer();
   server.listen(path);
@@ -63,7 +65,7 @@ afterAll(async () => {
     r.client.close();
     r.agent.kill("SIGKILL");
   }
-  if (dir) await rm(dir, { recursive: true, force: true });
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
 });
 
 describe("guest agent (host test mode)", () => {
