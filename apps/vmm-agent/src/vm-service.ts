@@ -1,8 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { stat, rm, rmdir } from "node:fs/promises";
+import { mkdir, readFile, rm, rmdir, stat } from "node:fs/promises";
 import { cpus, freemem, totalmem } from "node:os";
 import { dirname, isAbsolute, join } from "node:path";
-import { readFile } from "node:fs/promises";
 import {
   createAgentClient,
   createReplSession,
@@ -434,6 +433,7 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
     rec.acceleratorNote = choice.note;
     const releaseBoot = await admission.acquireBoot(signal);
     try {
+      await mkdir(rec.dir, { recursive: true, mode: 0o700 });
       const scratchDiskPath = join(rec.dir, VM_FILES.scratchDisk);
       const diskBytes =
         params.diskQuotaBytes > 0 ? params.diskQuotaBytes : options.defaultDiskQuotaBytes;

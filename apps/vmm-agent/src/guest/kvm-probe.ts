@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { createAgentClient } from "@msb/agent-protocol";
 import type { Hypervisor } from "../hypervisor/hypervisor.js";
+import { describeExit } from "../hypervisor/qemu/qemu-hypervisor.js";
 
 export interface KvmProbeDeps {
   readonly hypervisor: Hypervisor;
@@ -45,7 +46,17 @@ export async function probeKvm(deps: KvmProbeDeps, signal: AbortSignal): Promise
       .filter((l) => /kvm|error|fail/i.test(l))
       .slice(0, 3)
       .join(" | ");
-    const why = err instanceof Error ? err.message : String(err);
+    // When QEMU itself gave up, its exit says more than the closed agent connection.
+    const exit = await Promise.race([
+      vm.exited,
+      new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 500)),
+    ]);
+    const why =
+      exit !== undefined
+        ? `QEMU ${describeExit(exit)}`
+        : err instanceof Error
+          ? err.message
+          : String(err);
     throw new Error(complaint.length > 0 ? `${why}: ${complaint}` : why, { cause: err });
   } finally {
     vm.kill("SIGKILL");

@@ -24,7 +24,7 @@ function values(args: string[], flag: string): string[] {
 describe("buildQemuArgs", () => {
   it("boots a microvm with the kernel, initramfs, RTC and no default devices", () => {
     const args = buildQemuArgs(base);
-    expect(values(args, "-M")).toEqual(["microvm,rtc=on"]);
+    expect(values(args, "-M")).toEqual(["microvm,rtc=on,acpi=off"]);
     expect(args).toEqual(
       expect.arrayContaining(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]),
     );
@@ -33,7 +33,7 @@ describe("buildQemuArgs", () => {
     expect(values(args, "-append")[0]).toContain("console=ttyS0");
     expect(values(args, "-serial")).toEqual(["stdio"]);
     expect(values(args, "-qmp")).toEqual(["unix:/vm/qmp.sock,server=on,wait=off"]);
-    expect(values(args, "-device")).toContain("virtio-rng-device");
+    expect(values(args, "-device")).toContain("virtio-rng-device,bus=virtio-mmio-bus.4");
   });
 
   it("asks for the memory size and vCPU count the guest must see", () => {
@@ -57,8 +57,12 @@ describe("buildQemuArgs", () => {
     expect(drives[0]).toBe("id=rootfs,file=/img/python.erofs,format=raw,if=none,readonly=on");
     expect(drives[1]).toMatch(/^id=scratch,file=\/vm\/scratch\.ext4,format=raw,if=none/);
     expect(drives[1]).not.toContain("readonly");
+    // The kernel probes transports from the highest bus down: rootfs first, so it is vda.
     const blk = values(args, "-device").filter((d) => d.startsWith("virtio-blk-device"));
-    expect(blk).toEqual(["virtio-blk-device,drive=rootfs", "virtio-blk-device,drive=scratch"]);
+    expect(blk).toEqual([
+      "virtio-blk-device,drive=rootfs,bus=virtio-mmio-bus.6",
+      "virtio-blk-device,drive=scratch,bus=virtio-mmio-bus.5",
+    ]);
   });
 
   it("connects the agent port to the host's socket as a client", () => {
@@ -66,7 +70,7 @@ describe("buildQemuArgs", () => {
     expect(values(args, "-chardev")).toEqual(["socket,id=agent,path=/vm/agent.sock"]);
     expect(values(args, "-device")).toEqual(
       expect.arrayContaining([
-        "virtio-serial-device",
+        "virtio-serial-device,bus=virtio-mmio-bus.7",
         "virtserialport,chardev=agent,name=msb.agent",
       ]),
     );
@@ -85,7 +89,9 @@ describe("buildQemuArgs", () => {
     expect(values(args, "-netdev")).toEqual([
       "user,id=net0,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp:0.0.0.0:5353-:53",
     ]);
-    expect(values(args, "-device")).toContain("virtio-net-device,netdev=net0");
+    expect(values(args, "-device")).toContain(
+      "virtio-net-device,netdev=net0,bus=virtio-mmio-bus.2",
+    );
   });
 
   it("has no network interface at all when the network is none", () => {
@@ -108,10 +114,33 @@ describe("buildQemuArgs", () => {
     ]);
     expect(values(args, "-device")).toEqual(
       expect.arrayContaining([
-        "virtio-9p-device,fsdev=fs0,mount_tag=msbvol0",
-        "virtio-9p-device,fsdev=fs1,mount_tag=msbvol1",
+        "virtio-9p-device,fsdev=fs0,mount_tag=msbvol0,bus=virtio-mmio-bus.1",
+        "virtio-9p-device,fsdev=fs1,mount_tag=msbvol1,bus=virtio-mmio-bus.0",
       ]),
     );
+  });
+
+  it("never puts a device on the RTC's IRQ (bus 3) and gives a spare slot to the balloon", () => {
+    const buses = (args: string[]): string[] =>
+      values(args, "-device").flatMap((d) => /bus=virtio-mmio-bus\.(\d)/.exec(d)?.[1] ?? []);
+    const full = buildQemuArgs({
+      ...base,
+      network: undefined,
+      volumes: [0, 1, 2].map((i) => ({ tag: `v${i}`, hostPath: `/v${i}`, readOnly: false })),
+    });
+    expect(buses(full).sort()).toEqual(["0", "1", "2", "4", "5", "6", "7"]);
+    expect(values(full, "-device").some((d) => d.startsWith("virtio-balloon"))).toBe(false);
+    const roomy = buildQemuArgs(base);
+    expect(buses(roomy)).not.toContain("3");
+    expect(values(roomy, "-device")).toContain(
+      "virtio-balloon-device,free-page-reporting=on,bus=virtio-mmio-bus.1",
+    );
+  });
+
+  it("refuses more volumes than there are device slots", () => {
+    const volumes = [0, 1, 2].map((i) => ({ tag: `v${i}`, hostPath: `/v${i}`, readOnly: false }));
+    expect(() => buildQemuArgs({ ...base, volumes })).toThrow(/At most 2 volumes/);
+    expect(() => buildQemuArgs({ ...base, network: undefined, volumes })).not.toThrow();
   });
 
   it("escapes commas in paths so a path cannot inject QEMU options", () => {

@@ -83,6 +83,13 @@ function checkSpec(spec: QemuCommandSpec): void {
     if (seen.has(key)) throw invalid(`Host port ${key} is forwarded twice.`, { port: key });
     seen.add(key);
   }
+  const limit = maxVolumes(spec.network !== undefined);
+  if (spec.volumes.length > limit) {
+    throw invalid(
+      `At most ${limit} volumes fit in a VM${spec.network === undefined ? "" : " with a network"} (microvm has seven device slots).`,
+      { volumes: spec.volumes.length, max: limit },
+    );
+  }
   const tags = new Set<string>();
   for (const vol of spec.volumes) {
     if (!MOUNT_TAG.test(vol.tag) || tags.has(vol.tag)) {
@@ -93,16 +100,31 @@ function checkSpec(spec: QemuCommandSpec): void {
 }
 
 /**
+ * virtio-mmio transports of `-M microvm` without ACPI: `virtio-mmio-bus.N` has IRQ 5 + N. The
+ * kernel probes them from the highest bus down, which fixes device names (vda before vdb).
+ * Bus 3 is IRQ 8, the RTC's (`rtc=on`): a device there fails to probe ("Flags mismatch irq 8"),
+ * so it is never used. That leaves seven transports for every device of a VM.
+ */
+const BUS = { agent: 7, rootfs: 6, scratch: 5, rng: 4 } as const;
+const FREE_BUSES: readonly number[] = [2, 1, 0];
+const RTC_BUS = 3;
+
+/** How many 9p volumes fit on the transports left (fewer when there is a network device). */
+export function maxVolumes(withNetwork: boolean): number {
+  return FREE_BUSES.length - (withNetwork ? 1 : 0);
+}
+
+/**
  * Builds the argv (without the binary) of one microVM. Pure: the same spec always gives the
  * same line, so every device decision is unit-tested here.
- *
- * Device order matters: virtio-blk devices become /dev/vda then /dev/vdb in the order they
- * are given, and the guest agent expects the image on vda and the scratch disk on vdb.
  */
 export function buildQemuArgs(spec: QemuCommandSpec): string[] {
   checkSpec(spec);
   const e = escapeOptionValue;
-  const args: string[] = ["-M", "microvm,rtc=on"];
+  const bus = (n: number): string => `bus=virtio-mmio-bus.${n}`;
+  // The guest kernel has no ACPI; with acpi=off QEMU appends the virtio_mmio.device= list
+  // to the kernel command line, which is how the guest finds its devices.
+  const args: string[] = ["-M", "microvm,rtc=on,acpi=off"];
 
   if (spec.accelerator === "kvm") {
     args.push("-accel", "kvm", "-cpu", "host");
@@ -132,19 +154,24 @@ export function buildQemuArgs(spec: QemuCommandSpec): string[] {
     "-qmp",
     `unix:${e(spec.qmpSocketPath)},server=on,wait=off`,
     "-device",
-    "virtio-rng-device",
-    // Lets the guest hand freed pages back, so a VM that once used its RAM does not keep it.
+    `virtio-serial-device,${bus(BUS.agent)}`,
+    // No server=on: the host listens, QEMU connects, so the host sees the guest from its first byte.
+    "-chardev",
+    `socket,id=agent,path=${e(spec.agentSocketPath)}`,
     "-device",
-    "virtio-balloon-device,free-page-reporting=on",
+    "virtserialport,chardev=agent,name=msb.agent",
   );
 
+  const free = [...FREE_BUSES];
   if (spec.rootfsPath !== undefined) {
     args.push(
       "-drive",
       `id=rootfs,file=${e(spec.rootfsPath)},format=raw,if=none,readonly=on`,
       "-device",
-      "virtio-blk-device,drive=rootfs",
+      `virtio-blk-device,drive=rootfs,${bus(BUS.rootfs)}`,
     );
+  } else {
+    free.push(BUS.rootfs);
   }
   if (spec.scratchDiskPath !== undefined) {
     // discard=unmap: blocks the guest frees become holes again in the sparse file.
@@ -152,19 +179,12 @@ export function buildQemuArgs(spec: QemuCommandSpec): string[] {
       "-drive",
       `id=scratch,file=${e(spec.scratchDiskPath)},format=raw,if=none,discard=unmap`,
       "-device",
-      "virtio-blk-device,drive=scratch",
+      `virtio-blk-device,drive=scratch,${bus(BUS.scratch)}`,
     );
+  } else {
+    free.push(BUS.scratch);
   }
-
-  args.push(
-    "-device",
-    "virtio-serial-device",
-    // No server=on: the host listens, QEMU connects, so the host sees the guest from its first byte.
-    "-chardev",
-    `socket,id=agent,path=${e(spec.agentSocketPath)}`,
-    "-device",
-    "virtserialport,chardev=agent,name=msb.agent",
-  );
+  args.push("-device", `virtio-rng-device,${bus(BUS.rng)}`);
 
   if (spec.network !== undefined) {
     const fwds = spec.network.portForwards.map(
@@ -174,7 +194,7 @@ export function buildQemuArgs(spec: QemuCommandSpec): string[] {
       "-netdev",
       `user,id=net0${fwds.join("")}`,
       "-device",
-      "virtio-net-device,netdev=net0",
+      `virtio-net-device,netdev=net0,${bus(free.shift() ?? RTC_BUS)}`,
     );
   }
 
@@ -187,9 +207,15 @@ export function buildQemuArgs(spec: QemuCommandSpec): string[] {
       "-fsdev",
       `local,id=fs${i},path=${e(vol.hostPath)},security_model=mapped-xattr,multidevs=remap${ro}`,
       "-device",
-      `virtio-9p-device,fsdev=fs${i},mount_tag=${vol.tag}`,
+      `virtio-9p-device,fsdev=fs${i},mount_tag=${vol.tag},${bus(free.shift() ?? RTC_BUS)}`,
     );
   });
 
+  // A transport left over carries the balloon, so a VM that once used its RAM can hand
+  // freed pages back to the host.
+  const spare = free.shift();
+  if (spare !== undefined) {
+    args.push("-device", `virtio-balloon-device,free-page-reporting=on,${bus(spare)}`);
+  }
   return args;
 }
