@@ -1,4 +1,4 @@
-// Sums the vitest JSON reports (and the Python unittest log) in a directory into the one
+// Sums the vitest JSON reports, node:test TAP logs and the Python unittest log in a directory into the one
 // closing line CI reads: "tests: N passed, N failed, N skipped". Exits 1 when any test failed
 // or when no test ran at all.
 import { readFileSync, readdirSync } from "node:fs";
@@ -15,6 +15,11 @@ for (const file of readdirSync(dir)) {
     passed += report.numPassedTests;
     failed += report.numFailedTests + (report.numFailedTestSuites ?? 0);
     skipped += report.numPendingTests + report.numTodoTests;
+  } else if (file.endsWith(".tap")) {
+    const count = (name) => Number(new RegExp(`^# ${name} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+    passed += count("pass");
+    failed += count("fail") + count("cancelled");
+    skipped += count("skipped") + count("todo");
   } else if (file === "python.txt") {
     const ran = /^Ran (\d+) tests?/m.exec(text);
     const bad = /^FAILED \((?:failures=(\d+))?(?:, )?(?:errors=(\d+))?/m.exec(text);

@@ -32,6 +32,11 @@ for suite in "${suites[@]}"; do
   npx vitest run --project "$suite" --reporter=default --reporter=json \
     --outputFile.json="$results/$suite.json" --passWithNoTests || failed=1
 done
+if [[ " ${suites[*]} " == *" unit "* ]]; then
+  say "tests: REPL drivers on the host"
+  node --test --test-reporter=tap tools/agent/test-drivers.mjs > "$results/node-test.tap" 2>&1 || failed=1
+  tail -12 "$results/node-test.tap"
+fi
 if [ -d libs/sdk-python ] && [[ " ${suites[*]} " == *" unit "* ]]; then
   say "tests: python sdk"
   (cd libs/sdk-python && python3 -m unittest discover -s tests -v 2>&1 | tee "$results/python.txt") || failed=1
