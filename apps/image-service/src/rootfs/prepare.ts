@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, rename, rm, stat } from "node:fs/promises";
+import { mkdir, open, rename, rm, stat } from "node:fs/promises";
 import { join, posix } from "node:path";
 import { MsbError } from "@msb/errors";
 import type { Rootfs } from "@msb/proto";
@@ -133,7 +133,7 @@ export async function* buildRootfs(
       );
       const tmpImage = join(work, "rootfs.erofs");
       await mkfsErofs(tree, tmpImage, signal ? { signal } : {});
-      const handle = await import("node:fs/promises").then((fs) => fs.open(tmpImage, "r+"));
+      const handle = await open(tmpImage, "r+");
       await handle.sync();
       await handle.close();
       await mkdir(catalog.rootfsDir, { recursive: true });
