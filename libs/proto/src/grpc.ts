@@ -193,7 +193,9 @@ export function serverStreamHandler<Req, Res>(
         call.end();
       } catch (err) {
         if (controller.signal.aborted) return;
-        call.destroy(logIfInternal(logger, err, method) as ServiceError);
+        // grpc-js sends a status (with our trailers) for an error emitted on the call;
+        // destroy() would drop the stream and leave the client waiting for its deadline.
+        call.emit("error", logIfInternal(logger, err, method));
       }
     })();
   };

@@ -174,8 +174,7 @@ describe("gRPC backends", () => {
           prepareRootfs(call);
           return;
         }
-        // Emitted by hand: libs/proto's serverStreamHandler ends a failed stream with
-        // call.destroy(), which never sends the status (the client waits for its deadline).
+        // The status is emitted by hand here, as a peer not built on serverStreamHandler would.
         call.emit(
           "error",
           toServiceError(new MsbError("IMAGE_NOT_FOUND", "No such image: missing.")),

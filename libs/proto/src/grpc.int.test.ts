@@ -1,0 +1,122 @@
+import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { MsbError } from "@msb/errors";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  ImageServiceClient,
+  ImageServiceService,
+  callUnary,
+  createGrpcChannelCredentials,
+  readServerStream,
+  serverStreamHandler,
+  unaryHandler,
+  type ImageServiceServer,
+  type PullImageResponse,
+} from "./index.js";
+
+const logged: object[] = [];
+const logger = { error: (obj: object) => logged.push(obj) };
+const dir = mkdtempSync(join(tmpdir(), "msb-proto-"));
+const address = `unix:${join(dir, "image.sock")}`;
+let server: Server;
+let client: ImageServiceClient;
+
+const notImplemented = unaryHandler(logger, "x", () =>
+  Promise.reject(new MsbError("INVALID_REQUEST", "unused in this test")),
+);
+
+beforeAll(async () => {
+  server = new Server();
+  const impl: ImageServiceServer = {
+    pullImage: serverStreamHandler(
+      logger,
+      "PullImage",
+      async function* (request: { reference: string }): AsyncGenerator<PullImageResponse> {
+        await Promise.resolve();
+        yield { event: { $case: "progress", value: progressLine("resolving") } };
+        if (request.reference === "fault") throw new Error("disk exploded at /secret/path");
+        throw new MsbError("IMAGE_NOT_FOUND", `No image '${request.reference}'.`, {
+          details: { reference: request.reference },
+        });
+      },
+    ),
+    getImage: unaryHandler(logger, "GetImage", (request: { reference: string }) =>
+      Promise.reject(new MsbError("IMAGE_NOT_FOUND", `No image '${request.reference}'.`)),
+    ),
+    listImages: notImplemented,
+    removeImage: notImplemented,
+    prepareRootfs: serverStreamHandler(logger, "PrepareRootfs", async function* () {}),
+    buildImage: serverStreamHandler(logger, "BuildImage", async function* () {}),
+    pushImage: serverStreamHandler(logger, "PushImage", async function* () {}),
+  };
+  server.addService(ImageServiceService, impl);
+  await new Promise<void>((resolve, reject) =>
+    server.bindAsync(address, ServerCredentials.createInsecure(), (err) =>
+      err ? reject(err) : resolve(),
+    ),
+  );
+  client = new ImageServiceClient(address, createGrpcChannelCredentials());
+});
+
+afterAll(() => {
+  client.close();
+  server.forceShutdown();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function progressLine(phase: string) {
+  return {
+    phase,
+    digest: "",
+    currentBytes: 0,
+    currentTotalBytes: 0,
+    doneBytes: 0,
+    totalBytes: 0,
+    doneItems: 0,
+    totalItems: 0,
+    message: "",
+  };
+}
+
+async function drain(reference: string): Promise<{ events: number; error: unknown }> {
+  let events = 0;
+  try {
+    const stream = client.pullImage(
+      { reference, platform: "" },
+      { deadline: new Date(Date.now() + 60_000) },
+    );
+    for await (const _ of readServerStream("image service", stream)) events += 1;
+  } catch (error) {
+    return { events, error };
+  }
+  return { events, error: undefined };
+}
+
+describe("gRPC error edges", () => {
+  it("ends a failed server stream with the MsbError code and details, not a hang", async () => {
+    const { events, error } = await drain("nope");
+    expect(events).toBe(1);
+    expect(error).toBeInstanceOf(MsbError);
+    expect((error as MsbError).code).toBe("IMAGE_NOT_FOUND");
+    expect((error as MsbError).details).toEqual({ reference: "nope" });
+  });
+
+  it("turns an unexpected fault into an opaque INTERNAL error and logs the cause", async () => {
+    const { error } = await drain("fault");
+    expect((error as MsbError).code).toBe("INTERNAL");
+    expect((error as MsbError).message).not.toContain("/secret/path");
+    expect(logged.some((l) => JSON.stringify(l).includes("requestId"))).toBe(true);
+  });
+
+  it("maps unary errors back to MsbError", async () => {
+    const err = await callUnary(
+      "image service",
+      client.getImage.bind(client),
+      { reference: "x" },
+      { timeoutMs: 10_000 },
+    ).catch((e: unknown) => e);
+    expect((err as MsbError).code).toBe("IMAGE_NOT_FOUND");
+  });
+});
