@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import subprocess
 import sys
 import tempfile
 import unittest
@@ -40,6 +42,23 @@ class BuildBackendTest(unittest.TestCase):
                 pth = [n for n in zf.namelist() if n.endswith(".pth")]
                 self.assertEqual(len(pth), 1)
                 self.assertEqual(zf.read(pth[0]).decode().strip(), str(build_backend.ROOT))
+
+
+    @unittest.skipUnless(importlib.util.find_spec("pip"), "pip is not installed for this Python")
+    def test_pip_installs_it_offline(self) -> None:
+        with tempfile.TemporaryDirectory() as target:
+            env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+            subprocess.run(
+                [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", target,
+                 str(build_backend.ROOT)],
+                check=True, env=env, capture_output=True, timeout=300,
+            )
+            probe = subprocess.run(
+                [sys.executable, "-c", "import microsandbox; print(microsandbox.__file__)"],
+                check=True, cwd=target, env={**os.environ, "PYTHONPATH": target},
+                capture_output=True, text=True, timeout=60,
+            )
+        self.assertTrue(probe.stdout.strip().startswith(target))
 
 
 if __name__ == "__main__":

@@ -68,13 +68,15 @@ class PythonSandboxServerTest(unittest.IsolatedAsyncioTestCase):
             self.assertEqual("".join(chunks).split(), ["0", "1", "2"])
             self.assertEqual(await streamed.output(), "0\n1\n2")
 
+            await sb.files.write("/tmp/sdk-test/hello.txt", "héllo")
+            self.assertEqual(await sb.files.read_text("/tmp/sdk-test/hello.txt"), "héllo")
+            await sb.files.write("/tmp/sdk-test/data.bin", b"\x00\x01\xff")
+            self.assertEqual(await sb.files.read("/tmp/sdk-test/data.bin"), b"\x00\x01\xff")
             try:
-                await sb.files.write("/tmp/sdk-test/hello.txt", "héllo")
-                self.assertEqual(await sb.files.read_text("/tmp/sdk-test/hello.txt"), "héllo")
                 names = [e.name for e in await sb.files.list("/tmp/sdk-test")]
-                self.assertEqual(names, ["hello.txt"])
+                self.assertEqual(names, ["data.bin", "hello.txt"])
             except FilesUnsupportedError:
-                pass  # the server predates sandbox.files.* (docs/streaming.md)
+                pass  # sandbox.files.list needs a ListDir RPC in the vmm-agent (docs/streaming.md)
         self.assertFalse(await sb.metrics.is_running())
 
     async def test_cancelled_body_still_stops_the_sandbox(self) -> None:
