@@ -116,7 +116,11 @@ describe("TypeScript SDK", () => {
 
   it("moves files in and out of the guest", async (ctx) => {
     const { url, apiKey } = need(ctx);
-    await using sb = await PythonSandbox.create({ name: unique("ts-files"), serverUrl: url, apiKey });
+    await using sb = await PythonSandbox.create({
+      name: unique("ts-files"),
+      serverUrl: url,
+      apiKey,
+    });
     await sb.files.write("/tmp/sdk-e2e/data.bin", new Uint8Array([0, 1, 255]));
     expect([...(await sb.files.read("/tmp/sdk-e2e/data.bin"))]).toEqual([0, 1, 255]);
     const seen = await sb.run("print(open('/tmp/sdk-e2e/data.bin','rb').read().hex())");
