@@ -153,7 +153,7 @@ function fieldName(path: readonly (string | number)[]): string {
 /** Parses and validates Sandboxfile text; every error names `file`, the line and the field. */
 export function parseSandboxfile(text: string, file: string): Project {
   const counter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: counter, prettyErrors: false });
+  const doc = parseDocument(text, { lineCounter: counter });
   const syntax = doc.errors[0];
   if (syntax !== undefined) {
     const line = syntax.linePos?.[0].line;
