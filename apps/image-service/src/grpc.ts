@@ -1,58 +1,14 @@
-import { randomUUID } from "node:crypto";
-import type { Server, ServerWritableStream, ServiceError } from "@grpc/grpc-js";
-import { MsbError } from "@msb/errors";
+import type { Server } from "@grpc/grpc-js";
 import {
   ImageServiceService,
-  toServiceError,
+  serverStreamHandler,
   unaryHandler,
-  type HandlerContext,
   type ImageServiceServer,
   type Progress,
 } from "@msb/proto";
 import type { Logger } from "@msb/runtime";
 import type { Operation } from "./progress.js";
 import type { ImageService } from "./service.js";
-
-/**
- * libs/proto's `serverStreamHandler`, except that a failure is emitted as the stream's
- * 'error' (which grpc-js turns into the status) instead of `call.destroy(err)`: grpc-js 1.14
- * never sends a status for a destroyed ServerWritableStream, so the caller hung forever on
- * any failed PullImage. Reported to the owner of libs/proto; delete this once it is fixed.
- */
-function serverStreamHandler<Req, Res>(
-  logger: Logger,
-  method: string,
-  fn: (request: Req, ctx: HandlerContext) => AsyncIterable<Res>,
-): (call: ServerWritableStream<Req, Res>) => void {
-  return (call) => {
-    const controller = new AbortController();
-    call.on("cancelled", () =>
-      controller.abort(new MsbError("CANCELLED", "The caller went away.")),
-    );
-    void (async () => {
-      try {
-        for await (const message of fn(call.request, {
-          signal: controller.signal,
-          metadata: call.metadata,
-        })) {
-          if (controller.signal.aborted) return;
-          if (!call.write(message)) {
-            await new Promise<void>((resolve) => {
-              call.once("drain", resolve);
-              controller.signal.addEventListener("abort", () => resolve(), { once: true });
-            });
-          }
-        }
-        call.end();
-      } catch (err) {
-        if (controller.signal.aborted) return;
-        const requestId = randomUUID();
-        if (!(err instanceof MsbError)) logger.error({ err, method, requestId }, "internal error");
-        call.emit("error", toServiceError(err, requestId) as ServiceError);
-      }
-    })();
-  };
-}
 
 /** Streams an operation's progress, then its result, each wrapped by `wrap`. */
 async function* stream<T, M>(
