@@ -138,6 +138,7 @@ export async function exec(
   client: VmmServiceClient,
   request: Partial<ExecRequest> & { vmId: string; command: string },
   timeoutMs = 180_000,
+  onStdout?: (text: string) => void,
 ): Promise<Collected<ExecResult>> {
   const call = client.exec(ExecRequest.fromPartial(request), {
     deadline: new Date(Date.now() + timeoutMs),
@@ -150,7 +151,10 @@ export async function exec(
     if (event?.$case === "output") {
       if (event.value.stream === OutputStream.OUTPUT_STREAM_STDERR)
         stderr += event.value.data.toString();
-      else stdout += event.value.data.toString();
+      else {
+        stdout += event.value.data.toString();
+        onStdout?.(event.value.data.toString());
+      }
     } else if (event?.$case === "result") {
       result = event.value;
     }

@@ -223,6 +223,27 @@ describe("exec", () => {
     expect(r.result.timedOut).toBe(true);
   });
 
+  it("delivers a signal to a running command by its exec id", async () => {
+    let started!: () => void;
+    const running = new Promise<void>((resolve) => (started = resolve));
+    const sleeper = exec(
+      agent.client,
+      {
+        vmId: MAIN,
+        execId: "sleeper",
+        command: "sh",
+        args: ["-c", "echo started; exec sleep 600"],
+      },
+      180_000,
+      () => started(),
+    );
+    await running;
+    await unary(agent.client, "signalProcess", { vmId: MAIN, execId: "sleeper", signal: 15 });
+    const r = await sleeper;
+    expect(r.result.signal).toBe(15);
+    expect(r.result.timedOut).toBe(false);
+  });
+
   it("feeds stdin", async () => {
     const r = await exec(agent.client, {
       vmId: MAIN,
