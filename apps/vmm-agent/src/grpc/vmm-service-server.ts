@@ -3,6 +3,7 @@ import {
   OutputStream,
   RunStatus,
   VmState,
+  serverStreamHandler,
   unaryHandler,
   type ExecResponse,
   type RunCodeResponse,
@@ -17,7 +18,6 @@ import type {
   VmService,
   VmStateName,
 } from "../vm-service.js";
-import { streamHandler } from "./stream-handler.js";
 
 const STATE: Readonly<Record<VmStateName, VmState>> = {
   starting: VmState.VM_STATE_STARTING,
@@ -135,7 +135,7 @@ export function createVmmServiceServer(service: VmService, logger: Logger): VmmS
       metrics: await service.metrics(req.vmId, ctx.signal),
     })),
 
-    exec: streamHandler(logger, "Exec", async function* (req, ctx) {
+    exec: serverStreamHandler(logger, "Exec", async function* (req, ctx) {
       const events = service.exec(
         {
           vmId: req.vmId,
@@ -174,7 +174,7 @@ export function createVmmServiceServer(service: VmService, logger: Logger): VmmS
       }
     }),
 
-    runCode: streamHandler(logger, "RunCode", async function* (req, ctx) {
+    runCode: serverStreamHandler(logger, "RunCode", async function* (req, ctx) {
       const events = service.runCode(
         { vmId: req.vmId, language: req.language, code: req.code, timeoutMs: req.timeoutMs },
         ctx.signal,
