@@ -46,7 +46,7 @@ export default tseslint.config(
             { sourceTag: "type:cli", onlyDependOnLibsWithTags: ["type:lib"] },
             { sourceTag: "type:lib", onlyDependOnLibsWithTags: ["type:lib", "type:proto"] },
             { sourceTag: "type:proto", onlyDependOnLibsWithTags: ["type:lib"] },
-            { sourceTag: "type:e2e", onlyDependOnLibsWithTags: ["type:lib"] },
+            { sourceTag: "type:e2e", onlyDependOnLibsWithTags: ["type:lib", "type:proto"] },
             { sourceTag: "scope:cli", notDependOnLibsWithTags: ["type:proto"] },
           ],
         },

@@ -14,9 +14,6 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-// The vmm-agent is measured through its public surface, its gRPC contract; the
-// module-boundary table does not list type:proto for type:e2e yet.
-// eslint-disable-next-line @nx/enforce-module-boundaries
 import {
   CreateVmRequest,
   ExecRequest,

@@ -5,9 +5,6 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import type { MsbError } from "@msb/errors";
-// The vmm-agent's public surface is its gRPC contract, so its end-to-end tests are gRPC
-// clients; the module-boundary table does not list type:proto for type:e2e yet.
-// eslint-disable-next-line @nx/enforce-module-boundaries
 import {
   ExecRequest,
   OutputStream,
