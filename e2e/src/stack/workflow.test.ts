@@ -2,6 +2,9 @@
 // free port, then plain JSON-RPC over HTTP (start → repl.run → command.run → metrics → stop),
 // the two-call "Hello World!" REPL example in Python and Node, an MCP client that lists the
 // tools and prompts and runs code, and `msb server stop` leaving no VM behind. Real VMs.
+import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { promisify } from "node:util";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -131,6 +134,22 @@ describe("the manual's JSON-RPC workflow against a real server", () => {
     expect(hello.status).toBe("success");
     expect(stdout(hello)).toBe("Hello World!\n42");
     await ok("sandbox.stop", params);
+  });
+
+  it("runs the README's curl example as written (port aside)", async () => {
+    const readme = readFileSync(new URL("../../../README.md", import.meta.url), "utf8");
+    const block = /<!-- readme-example: rpc -->\s*```bash\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(block, "README example block").toBeDefined();
+    const script = block!.replaceAll("127.0.0.1:5555", new URL(url).host);
+    const { stdout } = await promisify(execFile)("bash", ["-ec", script]);
+    const answers = stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as { result?: unknown; error?: unknown });
+    expect(answers.map((a) => a.error)).toEqual([undefined, undefined, undefined]);
+    expect(answers[0]!.result).toBe("Sandbox my-env started successfully");
+    expect(stdout).toContain("Hello from API!");
+    expect(answers[2]!.result).toBe("Sandbox my-env stopped successfully");
   });
 
   it("serves MCP: tools, prompts, and code that really runs", async () => {
