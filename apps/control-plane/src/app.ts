@@ -11,10 +11,13 @@ import { createRpcMethods } from "./http/rpc/methods.js";
 import { registerRpcRoute } from "./http/rpc/route.js";
 import { registerMcpRoute } from "./mcp/route.js";
 import { createMcpServer } from "./mcp/server.js";
+import type { ImageService } from "./images/service.js";
 import type { SandboxService } from "./sandboxes/service.js";
 
 export interface AppDeps {
   readonly sandboxes: SandboxService;
+  /** The `image.*` methods; absent, they answer METHOD_NOT_FOUND. */
+  readonly images?: ImageService;
   readonly auth: Authenticator;
   readonly health: HealthProbe;
   readonly logger: Logger;
@@ -72,7 +75,7 @@ export function createApp(deps: AppDeps, options: AppOptions): FastifyInstance {
 
   registerRpcRoute(
     app,
-    { methods: createRpcMethods(deps.sandboxes), auth: deps.auth },
+    { methods: createRpcMethods(deps.sandboxes, deps.images), auth: deps.auth },
     { maxBatchSize: options.maxBatchSize },
   );
 

@@ -8,10 +8,15 @@ import { isLoopbackHost, loadConfig } from "./config.js";
 import { createGrpcImageBackend } from "./grpc/image-backend.js";
 import { createGrpcVmmBackend } from "./grpc/vmm-backend.js";
 import { createHealthProbe } from "./health.js";
+import { createGrpcImageStore } from "./images/grpc-image-store.js";
+import { createImageService } from "./images/service.js";
 import { createSandboxPolicy } from "./sandboxes/policy.js";
 import { reconcileWhenReady } from "./sandboxes/reconciler.js";
 import { createSandboxService } from "./sandboxes/service.js";
 import { openSandboxStore } from "./sandboxes/store.js";
+
+/** Deadline of image.list / image.remove at the image service (a local store: no network). */
+const IMAGE_UNARY_MS = 30_000;
 
 const logger = createLogger({ name: "control-plane" });
 const { version } = JSON.parse(
@@ -38,6 +43,12 @@ runMain(
       probeMs: config.timeouts.probeMs,
     });
     lifecycle.onShutdown("image-service client", () => image.close());
+    const imageStore = createGrpcImageStore({
+      address: config.imageServiceAddr,
+      longOperationMs: config.timeouts.prepareRootfsMs,
+      unaryMs: IMAGE_UNARY_MS,
+    });
+    lifecycle.onShutdown("image-service store client", () => imageStore.close());
     const vmm = createGrpcVmmBackend({
       address: config.vmmAgentAddr,
       createVmMs: config.timeouts.createVmMs,
@@ -61,6 +72,7 @@ runMain(
     const app = createApp(
       {
         sandboxes,
+        images: createImageService({ store: imageStore }),
         auth: createAuthenticator({ dev: config.dev, secret }),
         health: createHealthProbe({ image, vmm }, { version }),
         logger,

@@ -2,6 +2,7 @@ import { Command, CommanderError } from "commander";
 import type { CliDeps } from "./cli/context.js";
 import { renderError } from "./cli/errors.js";
 import { CommandExit } from "./commands/exit.js";
+import { imageCommands } from "./commands/image/index.js";
 import { projectCommands } from "./commands/project/index.js";
 import { serverCommand } from "./commands/server/index.js";
 
@@ -27,6 +28,7 @@ export function createProgram(deps: CliDeps): Command {
     .exitOverride();
   program.addCommand(serverCommand(deps));
   for (const cmd of projectCommands(deps)) program.addCommand(cmd);
+  for (const cmd of imageCommands(deps)) program.addCommand(cmd);
   // Settings are not inherited by commands added with addCommand: apply them to the tree.
   const apply = (cmd: Command) => {
     cmd

@@ -12,6 +12,11 @@ export const RPC_METHOD_NAMES = [
   "sandbox.command.run",
   "sandbox.files.write",
   "sandbox.files.read",
+  "image.pull",
+  "image.list",
+  "image.remove",
+  "image.build",
+  "image.push",
 ] as const;
 
 export type RpcMethodName = (typeof RPC_METHOD_NAMES)[number];

@@ -1,5 +1,13 @@
 import type { Caller } from "../../auth/caller.js";
 import {
+  buildParamsSchema,
+  listParamsSchema,
+  pullParamsSchema,
+  pushParamsSchema,
+  removeParamsSchema,
+} from "../../images/schemas.js";
+import type { ImageService, ProgressObserver } from "../../images/service.js";
+import {
   filesReadParamsSchema,
   filesWriteParamsSchema,
   metricsParamsSchema,
@@ -18,6 +26,8 @@ export interface RpcContext {
   readonly signal: AbortSignal;
   /** Set when the client asked for a streamed answer (repl.run and command.run only). */
   readonly observer?: RunObserver;
+  /** Set when the client asked for a streamed answer (image.pull, image.build, image.push). */
+  readonly progress?: ProgressObserver;
 }
 
 export type RpcHandler = (params: unknown, ctx: RpcContext) => Promise<unknown>;
@@ -31,10 +41,16 @@ export type RpcHandler = (params: unknown, ctx: RpcContext) => Promise<unknown>;
 export const STREAMABLE_METHODS: ReadonlySet<string> = new Set([
   "sandbox.repl.run",
   "sandbox.command.run",
+  "image.pull",
+  "image.build",
+  "image.push",
 ]);
 
-export function createRpcMethods(service: SandboxService): ReadonlyMap<string, RpcHandler> {
-  return new Map<RpcMethodName, RpcHandler>([
+export function createRpcMethods(
+  service: SandboxService,
+  images?: ImageService,
+): ReadonlyMap<string, RpcHandler> {
+  const methods = new Map<RpcMethodName, RpcHandler>([
     [
       "sandbox.start",
       async (params, { caller }) => {
@@ -75,4 +91,22 @@ export function createRpcMethods(service: SandboxService): ReadonlyMap<string, R
         service.readFile(caller, parseParams(filesReadParamsSchema, params), signal),
     ],
   ]);
+  if (images === undefined) return methods;
+  methods.set("image.pull", (params, { caller, signal, progress }) =>
+    images.pull(caller, parseParams(pullParamsSchema, params), signal, progress),
+  );
+  methods.set("image.list", (params, { caller, signal }) => {
+    parseParams(listParamsSchema, params);
+    return images.list(caller, signal);
+  });
+  methods.set("image.remove", (params, { caller, signal }) =>
+    images.remove(caller, parseParams(removeParamsSchema, params), signal),
+  );
+  methods.set("image.build", (params, { caller, signal, progress }) =>
+    images.build(caller, parseParams(buildParamsSchema, params), signal, progress),
+  );
+  methods.set("image.push", (params, { caller, signal, progress }) =>
+    images.push(caller, parseParams(pushParamsSchema, params), signal, progress),
+  );
+  return methods;
 }

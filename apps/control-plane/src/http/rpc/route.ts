@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { MsbError, httpStatusOf, toMsbError } from "@msb/errors";
 import type { Authenticator } from "../../auth/authenticate.js";
 import type { Caller } from "../../auth/caller.js";
+import type { ProgressObserver } from "../../images/service.js";
 import type { RunObserver } from "../../sandboxes/service.js";
 import { RPC_METHOD_NAMES, RPC_METHODS_HINT, RPC_PATH } from "../routes.js";
 import {
@@ -29,7 +30,7 @@ export interface RpcRouteOptions {
  * result or a batch, the error's own status for a single error (401, 404, 409, …), 204 when
  * nothing is owed (notifications only). The calls of a batch run concurrently. A single
  * repl.run / command.run with `Accept: text/event-stream` streams its output as server-sent
- * events once the run started (docs/streaming.md).
+ * events once the run started (docs/streaming.md); image.pull / build / push stream progress.
  */
 export function registerRpcRoute(
   app: FastifyInstance,
@@ -57,7 +58,13 @@ export function registerRpcRoute(
         : undefined;
     const answers = await Promise.all(
       envelope.items.map((item) =>
-        answer(item, caller, { signal, observer: sse?.observer }, deps.methods, request),
+        answer(
+          item,
+          caller,
+          { signal, observer: sse?.observer, progress: sse?.progress },
+          deps.methods,
+          request,
+        ),
       ),
     );
     if (sse?.opened === true) {
@@ -103,7 +110,15 @@ interface Answer {
 async function answer(
   item: RpcCall | RpcInvalid,
   caller: Caller | MsbError,
-  { signal, observer }: { signal: AbortSignal; observer: RunObserver | undefined },
+  {
+    signal,
+    observer,
+    progress,
+  }: {
+    signal: AbortSignal;
+    observer: RunObserver | undefined;
+    progress: ProgressObserver | undefined;
+  },
   methods: ReadonlyMap<string, RpcHandler>,
   request: FastifyRequest,
 ): Promise<Answer | undefined> {
@@ -128,6 +143,7 @@ async function answer(
       caller,
       signal,
       ...(observer === undefined ? {} : { observer }),
+      ...(progress === undefined ? {} : { progress }),
     });
     return item.notification ? undefined : { response: resultResponse(item.id, result) };
   } catch (thrown) {

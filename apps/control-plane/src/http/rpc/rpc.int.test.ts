@@ -67,6 +67,11 @@ describe("POST /api/v1/rpc: the JSON-RPC envelope", () => {
       "sandbox.command.run",
       "sandbox.files.write",
       "sandbox.files.read",
+      "image.pull",
+      "image.list",
+      "image.remove",
+      "image.build",
+      "image.push",
     ]);
     expect(error.message).toContain("sandbox.repl.run");
   });

@@ -1,4 +1,5 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
+import type { ProgressObserver } from "../../images/service.js";
 import type { RunObserver } from "../../sandboxes/service.js";
 import type { JsonRpcResponse } from "./envelope.js";
 
@@ -7,12 +8,14 @@ const PING_MS = 15_000;
 
 /**
  * A server-sent-event answer for one streamed call (docs/streaming.md). Nothing is written
- * until the run starts: every error found before (params, auth, sandbox lookup) is still an
- * ordinary JSON answer. Once open: `output` events, `: ping` comments, one `result` event
- * holding the complete JSON-RPC response, then the end of the response.
+ * until the run starts (or, for image.pull/build/push, until the first progress event): every
+ * error found before (params, auth, sandbox lookup) is still an ordinary JSON answer. Once
+ * open: `output` (or `progress`) events, `: ping` comments, one `result` event holding the
+ * complete JSON-RPC response, then the end of the response.
  */
 export interface SseAnswer {
   readonly observer: RunObserver;
+  readonly progress: ProgressObserver;
   /** Whether the stream was opened (then `finish` must be used instead of a JSON reply). */
   readonly opened: boolean;
   finish(response: JsonRpcResponse): void;
@@ -50,6 +53,10 @@ export function createSseAnswer(request: FastifyRequest, reply: FastifyReply): S
         open();
         event("output", { stream, text });
       },
+    },
+    progress(p) {
+      open();
+      event("progress", p);
     },
     get opened() {
       return opened;

@@ -1,0 +1,178 @@
+import { MsbError, isErrorCode, msbErrorFromWire } from "@msb/errors";
+import { createApiKey } from "@msb/keys";
+import type { CliDeps, GlobalOptions } from "../../cli/context.js";
+import { createControlPlaneClient, DEFAULT_SERVER_URL } from "../../client/control-plane.js";
+import { msbPaths } from "../../home.js";
+import { readLockState } from "../../server/lock.js";
+import { secretFromEnv } from "../../server/secret.js";
+import { resolveSigningSecret } from "../../server/secrets.js";
+import type { ProgressEvent } from "./progress.js";
+
+/** A pull, build or push may download or build gigabytes: allow it this long. */
+export const IMAGE_OPERATION_TIMEOUT_MS = 60 * 60_000;
+/** list and remove only touch the local store. */
+const QUICK_TIMEOUT_MS = 60_000;
+
+/** The image methods of the control plane as the image commands call them. */
+export interface ImageClient {
+  /** A plain JSON-RPC call (image.list, image.remove). */
+  call(method: string, params: Record<string, unknown>, signal?: AbortSignal): Promise<unknown>;
+  /**
+   * A call answered as server-sent events (docs/streaming.md): `progress` events go to
+   * `onProgress`, the `result` event is the answer.
+   */
+  stream(
+    method: string,
+    params: Record<string, unknown>,
+    onProgress: (event: ProgressEvent) => void,
+    signal?: AbortSignal,
+  ): Promise<unknown>;
+}
+
+/**
+ * The server and key the image commands use, found as every other command finds them
+ * (`MSB_SERVER_URL`, else this home's lock, else the default; `MSB_API_KEY`, else a 5-minute
+ * all-namespaces key signed with the local server's secret). Image methods are host-wide: a
+ * namespace-bound `MSB_API_KEY` gets AUTH_FORBIDDEN from the server.
+ */
+export async function connectImages(global: GlobalOptions, deps: CliDeps): Promise<ImageClient> {
+  const state = readLockState(msbPaths(global.home).lockFile, deps.table);
+  const lock = state.kind === "running" ? state.lock : undefined;
+  const url = (deps.env["MSB_SERVER_URL"] ?? lock?.url ?? DEFAULT_SERVER_URL).replace(/\/+$/, "");
+  let apiKey = deps.env["MSB_API_KEY"];
+  if ((apiKey === undefined || apiKey === "") && lock !== undefined && !lock.dev) {
+    apiKey =
+      lock.customSecret === true && secretFromEnv(deps.env) === undefined
+        ? undefined
+        : createApiKey(await resolveSigningSecret(undefined, deps.env, global.home), {
+            namespace: "*",
+            expiresInMs: 5 * 60_000,
+          });
+  }
+  const key = apiKey === undefined || apiKey === "" ? undefined : apiKey;
+  const plain = createControlPlaneClient({
+    url,
+    timeoutMs: QUICK_TIMEOUT_MS,
+    ...(key === undefined ? {} : { apiKey: key }),
+  });
+  return {
+    call: (method, params, signal) => plain.rpc(method, params, signal),
+    stream: (method, params, onProgress, signal) =>
+      streamCall(url, key, method, params, onProgress, signal),
+  };
+}
+
+async function streamCall(
+  url: string,
+  apiKey: string | undefined,
+  method: string,
+  params: Record<string, unknown>,
+  onProgress: (event: ProgressEvent) => void,
+  signal: AbortSignal | undefined,
+): Promise<unknown> {
+  const deadline = AbortSignal.timeout(IMAGE_OPERATION_TIMEOUT_MS);
+  const combined = signal === undefined ? deadline : AbortSignal.any([signal, deadline]);
+  const headers: Record<string, string> = {
+    "content-type": "application/json",
+    accept: "text/event-stream, application/json",
+  };
+  if (apiKey !== undefined) headers["authorization"] = `Bearer ${apiKey}`;
+  let res: Response;
+  try {
+    res = await fetch(`${url}/api/v1/rpc`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ jsonrpc: "2.0", method, params, id: 1 }),
+      signal: combined,
+    });
+  } catch (err) {
+    throw transportError(url, method, err, signal, deadline);
+  }
+  let body: unknown;
+  try {
+    if ((res.headers.get("content-type") ?? "").startsWith("text/event-stream")) {
+      body = await readEvents(res, onProgress);
+    } else {
+      body = await res.json().catch(() => undefined);
+    }
+  } catch (err) {
+    throw transportError(url, method, err, signal, deadline);
+  }
+  return resultOf(url, method, res.status, body);
+}
+
+/** Reads an event stream; progress events are handed on, the `result` event is returned. */
+async function readEvents(
+  res: Response,
+  onProgress: (event: ProgressEvent) => void,
+): Promise<unknown> {
+  if (res.body === null) return undefined;
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let result: unknown;
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let end: number;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let name = "message";
+      const data: string[] = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) name = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+      }
+      if (data.length === 0) continue;
+      const value: unknown = JSON.parse(data.join("\n"));
+      if (name === "progress") onProgress(value as ProgressEvent);
+      else if (name === "result") result = value;
+    }
+  }
+  return result;
+}
+
+function resultOf(url: string, method: string, status: number, body: unknown): unknown {
+  const answer = body as
+    | { result?: unknown; error?: { message?: unknown; data?: { code?: unknown } | null } }
+    | undefined;
+  if (answer?.error !== undefined) {
+    const data = answer.error.data ?? undefined;
+    const message =
+      typeof answer.error.message === "string" ? answer.error.message : `${method} failed`;
+    throw msbErrorFromWire(isErrorCode(data?.code) ? data.code : undefined, message, data);
+  }
+  if (answer === undefined || answer === null || !("result" in answer)) {
+    throw new MsbError(
+      "SERVICE_UNAVAILABLE",
+      `msb server at ${url} answered ${method} with HTTP ${status} and no JSON-RPC result. Next step: look at \`msb server log --service control-plane\`.`,
+      { details: { url, status, method } },
+    );
+  }
+  return answer.result;
+}
+
+function transportError(
+  url: string,
+  method: string,
+  err: unknown,
+  signal: AbortSignal | undefined,
+  deadline: AbortSignal,
+): MsbError {
+  if (signal?.aborted === true) {
+    return new MsbError("CANCELLED", `${method} was interrupted; the server stops it as well.`, {
+      cause: err,
+    });
+  }
+  if (deadline.aborted) {
+    return new MsbError(
+      "TIMEOUT",
+      `${method} did not finish within ${IMAGE_OPERATION_TIMEOUT_MS / 60_000} minutes. Next step: check \`msb server log --service image-service\`.`,
+      { cause: err, details: { url, method } },
+    );
+  }
+  return new MsbError(
+    "SERVER_NOT_RUNNING",
+    `msb server is not running at ${url} (or the connection broke); start it with \`msb server start --dev\`.`,
+    { cause: err, details: { url } },
+  );
+}
