@@ -8,6 +8,7 @@ describe("loadConfig", () => {
       address: "unix:/home/u/.msb/run/image-service.sock",
       insecureRegistries: [],
       cacheDir: "/home/u/.cache/msb",
+      rootfsCache: true,
       registryAuth: {},
     });
     expect(loadConfig({ MSB_HOME: "/srv/msb" }).address).toBe(
@@ -22,6 +23,16 @@ describe("loadConfig", () => {
     });
     expect(c.insecureRegistries).toEqual(["reg.lan:5000", "other.lan"]);
     expect(c.registryAuth["ghcr.io"]).toEqual({ username: "u", password: "p" });
+  });
+
+  it("reads MSB_CACHE_DIR and MSB_ROOTFS_CACHE", () => {
+    const c = loadConfig({ MSB_CACHE_DIR: "/var/cache/msb", MSB_ROOTFS_CACHE: "0" });
+    expect(c.cacheDir).toBe("/var/cache/msb");
+    expect(c.rootfsCache).toBe(false);
+    expect(loadConfig({ MSB_ROOTFS_CACHE: "1" }).rootfsCache).toBe(true);
+    expect(() => loadConfig({ MSB_ROOTFS_CACHE: "no" })).toThrow(
+      expect.objectContaining({ code: "CONFIG_INVALID" }) as Error,
+    );
   });
 
   it("refuses bad values with CONFIG_INVALID", () => {

@@ -15,8 +15,10 @@ export interface ImageServiceConfig {
   readonly address: string;
   /** `MSB_INSECURE_REGISTRIES`: comma list of `host[:port]` reached over plain HTTP (loopback always is). */
   readonly insecureRegistries: readonly string[];
-  /** `MSB_CACHE_DIR`, default `~/.cache/msb`; image builds live in `image-builds/`. */
+  /** `MSB_CACHE_DIR`, default `~/.cache/msb`: image builds in `image-builds/`, shared rootfs files in `rootfs/`. */
   readonly cacheDir: string;
+  /** `MSB_ROOTFS_CACHE` (default `1`): share built rootfs files via `$MSB_CACHE_DIR/rootfs/`; `0` = per home. */
+  readonly rootfsCache: boolean;
   /** `MSB_REGISTRY_AUTH`: JSON `{"host": {"username": "…", "password": "…"}}`. */
   readonly registryAuth: Readonly<Record<string, { username: string; password: string }>>;
 }
@@ -30,6 +32,7 @@ const envSchema = z.object({
   MSB_INSECURE_REGISTRIES: z.string().optional(),
   MSB_CACHE_DIR: z.string().min(1).optional(),
   MSB_REGISTRY_AUTH: z.string().optional(),
+  MSB_ROOTFS_CACHE: z.enum(["0", "1"]).optional(),
 });
 
 /** Pure: reads the configuration from `env` (normally `process.env`), throwing CONFIG_INVALID. */
@@ -73,6 +76,7 @@ export function loadConfig(
       .map((s) => s.trim())
       .filter((s) => s !== ""),
     cacheDir: e.MSB_CACHE_DIR ?? join(home, ".cache", "msb"),
+    rootfsCache: e.MSB_ROOTFS_CACHE !== "0",
     registryAuth,
   };
 }

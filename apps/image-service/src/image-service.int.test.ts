@@ -101,6 +101,8 @@ describe("image service over gRPC against a real registry", () => {
     const service = await createImageService({
       home: home.path,
       cacheDir: process.env["MSB_CACHE_DIR"] ?? join(homedir(), ".cache", "msb"),
+      // Per-home rootfs builds (`cached: false` first); sharing: rootfs/rootfs-cache.int.test.ts.
+      rootfsCache: false,
       insecureRegistries: [],
       registryAuth: {},
     });

@@ -6,6 +6,7 @@ import { pullImage } from "./pull.js";
 import { pushImage } from "./push.js";
 import { formatReference, parseReference } from "./reference.js";
 import { createRegistryClientFactory, type RegistryCredentials } from "./registry/client.js";
+import type { MkfsRunner } from "./rootfs/erofs.js";
 import { buildRootfs } from "./rootfs/prepare.js";
 import { createBlobStore } from "./store/blob-store.js";
 import { createImageCatalog, type ImageCatalog } from "./store/images.js";
@@ -16,6 +17,10 @@ export interface ImageServiceOptions {
   /** `$MSB_HOME`; the store is `$MSB_HOME/images`. */
   readonly home: string;
   readonly cacheDir: string;
+  /** `MSB_ROOTFS_CACHE`; default true: rootfs files are shared via `<cacheDir>/rootfs/`. */
+  readonly rootfsCache?: boolean;
+  /** Test seam: what runs mkfs.erofs. */
+  readonly mkfs?: MkfsRunner;
   readonly insecureRegistries: readonly string[];
   readonly registryAuth: Readonly<Record<string, RegistryCredentials>>;
   /** Host apt source files for mmdebstrap (tests may pin them); default: /etc/apt's. */
@@ -48,6 +53,8 @@ export async function createImageService(options: ImageServiceOptions): Promise<
     catalog,
     registries,
     cacheDir: options.cacheDir,
+    rootfsCache: options.rootfsCache ?? true,
+    ...(options.mkfs ? { mkfs: options.mkfs } : {}),
     ...(options.aptSources ? { aptSources: options.aptSources } : {}),
   };
   return {

@@ -1,19 +1,75 @@
 import { randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, open, rename, rm, stat } from "node:fs/promises";
-import { join, posix } from "node:path";
+import { copyFile, link, mkdir, open, rename, rm, stat } from "node:fs/promises";
+import { dirname, join, posix } from "node:path";
 import { MsbError } from "@msb/errors";
 import type { Rootfs } from "@msb/proto";
 import { progress, withProgress, type Operation } from "../progress.js";
 import { layerCompression } from "../registry/manifest.js";
 import { digestHex } from "../store/blob-store.js";
-import { fsyncDir } from "../store/fs-util.js";
+import { acquireFileLock, fsyncDir } from "../store/fs-util.js";
 import type { ImageCatalog, LocalImage } from "../store/images.js";
 import { unpackLayer } from "../unpack/unpack.js";
-import { mkfsErofs } from "./erofs.js";
+import { mkfsErofsRunner, type MkfsRunner } from "./erofs.js";
 
 export interface RootfsDeps {
   readonly catalog: ImageCatalog;
+  /**
+   * `MSB_CACHE_DIR`: built rootfs files are shared by every `MSB_HOME` through
+   * `<cacheDir>/rootfs/<manifest hex>-<mkfs identity>.erofs` (hard links, copies across
+   * filesystems). Absent = no sharing.
+   */
+  readonly cacheDir?: string;
+  /** `MSB_ROOTFS_CACHE` (default on): `false` builds every rootfs per home. */
+  readonly rootfsCache?: boolean;
+  /** Default: the real `mkfs.erofs`. */
+  readonly mkfs?: MkfsRunner;
+}
+
+const defaultMkfs = mkfsErofsRunner();
+const EROFS_MAGIC = 0xe0f5e1e2;
+const EROFS_MAGIC_OFFSET = 1024;
+
+/** Whether `path` looks like an erofs image: non-empty, superblock magic at offset 1024. */
+export async function isErofsFile(path: string): Promise<boolean> {
+  const handle = await open(path, "r").catch(() => undefined);
+  if (handle === undefined) return false;
+  try {
+    if ((await handle.stat()).size <= 0) return false;
+    const buf = Buffer.alloc(4);
+    const { bytesRead } = await handle.read(buf, 0, 4, EROFS_MAGIC_OFFSET);
+    return bytesRead === 4 && buf.readUInt32LE(0) === EROFS_MAGIC;
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Puts `source` at `dest` atomically: a hard link (a copy when linking fails, e.g. EXDEV)
+ * under a temp name in `tmpDir` (same filesystem as `dest`), then rename.
+ */
+async function linkOrCopy(source: string, dest: string, tmpDir: string): Promise<void> {
+  await mkdir(tmpDir, { recursive: true });
+  await mkdir(dirname(dest), { recursive: true });
+  const tmp = join(tmpDir, `.rootfs-${randomBytes(6).toString("hex")}.tmp`);
+  try {
+    try {
+      await link(source, tmp);
+    } catch {
+      await copyFile(source, tmp);
+      const handle = await open(tmp, "r+");
+      try {
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    }
+    await rename(tmp, dest);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await fsyncDir(dirname(dest));
 }
 
 /** `$MSB_HOME/images/rootfs/<manifest hex>.erofs`. */
@@ -21,6 +77,13 @@ export function rootfsPath(catalog: ImageCatalog, manifestDigest: string): strin
   return join(catalog.rootfsDir, `${digestHex(manifestDigest)}.erofs`);
 }
 
+interface CacheEntry {
+  readonly dir: string;
+  readonly key: string;
+  readonly path: string;
+}
+
+/** In-process builds, by home rootfs path (two homes in one process build separately). */
 const building = new Map<string, Promise<void>>();
 
 /**
@@ -28,6 +91,11 @@ const building = new Map<string, Promise<void>>();
  * manifest order into a scratch tree under `tmp/`, the image's working directory created,
  * `mkfs.erofs` into a temp file, fsync, rename. Concurrent requests build once (in-process
  * promise + a lock file across processes); a failed build leaves nothing behind.
+ *
+ * With the machine cache on, a home that lacks the file first hard-links the cache's copy
+ * (checked: non-empty, erofs magic; a bad entry is deleted and rebuilt), and a fresh build
+ * is linked into the cache. The cache's lock file makes homes building the same key at
+ * once build it once. Removing an image from a home removes only the home's link.
  */
 export async function* buildRootfs(
   deps: RootfsDeps,
@@ -45,7 +113,7 @@ export async function* buildRootfs(
   });
   if (await exists(path)) return await describe(true);
   const hex = digestHex(image.record.manifestDigest);
-  const running = building.get(hex);
+  const running = building.get(path);
   if (running !== undefined) {
     yield progress({
       phase: "waiting",
@@ -61,7 +129,7 @@ export async function* buildRootfs(
     failed = reject;
   });
   shared.catch(() => undefined);
-  building.set(hex, shared);
+  building.set(path, shared);
   try {
     const result = yield* withProgress((emit) =>
       catalog.pinned([image.record.manifestDigest], () => build(emit)),
@@ -72,7 +140,7 @@ export async function* buildRootfs(
     failed(err);
     throw err;
   } finally {
-    building.delete(hex);
+    building.delete(path);
   }
 
   async function build(emit: (p: ReturnType<typeof progress>) => void): Promise<Rootfs> {
@@ -81,8 +149,30 @@ export async function* buildRootfs(
       catalog.store.tmpDir,
       `rootfs-${hex.slice(0, 16)}-${randomBytes(4).toString("hex")}`,
     );
+    let releaseCache: (() => Promise<void>) | undefined;
     try {
       if (await exists(path)) return await describe(true);
+      let cache = await cacheEntry();
+      if (cache !== undefined) {
+        releaseCache = await lockCache(cache);
+        // An unwritable cache dir only costs the sharing.
+        if (releaseCache === undefined) cache = undefined;
+      }
+      if (cache !== undefined) {
+        if (await isErofsFile(cache.path)) {
+          await linkOrCopy(cache.path, path, catalog.store.tmpDir);
+          const result = await describe(true);
+          emit(
+            progress({
+              phase: "done",
+              message: `rootfs ${path} from the machine cache (${result.sizeBytes} bytes)`,
+            }),
+          );
+          return result;
+        }
+        // Missing or not an erofs image (truncated copy, disk trouble): rebuild it.
+        await rm(cache.path, { force: true }).catch(() => undefined);
+      }
       const tree = join(work, "tree");
       await mkdir(tree, { recursive: true, mode: 0o755 });
       const layers = image.manifest.layers;
@@ -132,13 +222,17 @@ export async function* buildRootfs(
         }),
       );
       const tmpImage = join(work, "rootfs.erofs");
-      await mkfsErofs(tree, tmpImage, signal ? { signal } : {});
+      await (deps.mkfs ?? defaultMkfs).run(tree, tmpImage, signal);
       const handle = await open(tmpImage, "r+");
       await handle.sync();
       await handle.close();
       await mkdir(catalog.rootfsDir, { recursive: true });
       await rename(tmpImage, path);
       await fsyncDir(catalog.rootfsDir);
+      if (cache !== undefined) {
+        // Best effort: the home has its rootfs either way.
+        await linkOrCopy(path, cache.path, cache.dir).catch(() => undefined);
+      }
       const result = await describe(false);
       emit(
         progress({
@@ -151,8 +245,26 @@ export async function* buildRootfs(
       return result;
     } finally {
       await rm(work, { recursive: true, force: true, maxRetries: 3 });
+      await releaseCache?.();
       await release();
     }
+  }
+
+  async function lockCache(cache: CacheEntry): Promise<(() => Promise<void>) | undefined> {
+    try {
+      await mkdir(cache.dir, { recursive: true });
+      return await acquireFileLock(join(cache.dir, `${cache.key}.lock`), signal, "PrepareRootfs");
+    } catch (err) {
+      if (signal?.aborted === true) throw err;
+      return undefined;
+    }
+  }
+
+  async function cacheEntry(): Promise<CacheEntry | undefined> {
+    if (deps.cacheDir === undefined || deps.rootfsCache === false) return undefined;
+    const dir = join(deps.cacheDir, "rootfs");
+    const key = `${hex}-${await (deps.mkfs ?? defaultMkfs).identity()}`;
+    return { dir, key, path: join(dir, `${key}.erofs`) };
   }
 }
 
