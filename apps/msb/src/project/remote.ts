@@ -18,20 +18,25 @@ export const START_TIMEOUT_MS = 15 * 60_000;
 /** Longest a foreground script may run (the API's own maximum, seconds). */
 export const SCRIPT_TIMEOUT_S = 3600;
 
+/** Where the CLI's calls go and with which key. */
+export interface ServerTarget {
+  readonly url: string;
+  readonly apiKey?: string;
+}
+
 /**
- * A client for the server this CLI should talk to: `MSB_SERVER_URL`, else the one this
- * MSB_HOME's lock records, else the default address. Key: `MSB_API_KEY`, else (same host, same
- * home, server not in dev mode) a 5-minute key signed with the server's own secret.
+ * The server this CLI should talk to: `MSB_SERVER_URL`, else the one this MSB_HOME's lock
+ * records, else the default address. Key: `MSB_API_KEY`, else (same host, same home, server
+ * not in dev mode) a 5-minute all-namespaces key signed with the server's own secret.
  */
-export async function connect(
+export async function resolveServerTarget(
   global: GlobalOptions,
   deps: CliDeps,
-  timeoutMs = START_TIMEOUT_MS,
-): Promise<ControlPlaneClient> {
+): Promise<ServerTarget> {
   const paths = msbPaths(global.home);
   const state = readLockState(paths.lockFile, deps.table);
   const lock = state.kind === "running" ? state.lock : undefined;
-  const url = deps.env["MSB_SERVER_URL"] ?? lock?.url ?? DEFAULT_SERVER_URL;
+  const url = (deps.env["MSB_SERVER_URL"] ?? lock?.url ?? DEFAULT_SERVER_URL).replace(/\/+$/, "");
   let apiKey = deps.env["MSB_API_KEY"];
   if ((apiKey === undefined || apiKey === "") && lock !== undefined && !lock.dev) {
     apiKey =
@@ -42,11 +47,16 @@ export async function connect(
             expiresInMs: 5 * 60_000,
           });
   }
-  return createControlPlaneClient({
-    url,
-    timeoutMs,
-    ...(apiKey === undefined || apiKey === "" ? {} : { apiKey }),
-  });
+  return apiKey === undefined || apiKey === "" ? { url } : { url, apiKey };
+}
+
+/** A client for the server `resolveServerTarget` finds. */
+export async function connect(
+  global: GlobalOptions,
+  deps: CliDeps,
+  timeoutMs = START_TIMEOUT_MS,
+): Promise<ControlPlaneClient> {
+  return createControlPlaneClient({ ...(await resolveServerTarget(global, deps)), timeoutMs });
 }
 
 const outputSchema = z.array(z.object({ stream: z.string(), text: z.string() }));

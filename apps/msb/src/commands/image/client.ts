@@ -1,11 +1,7 @@
 import { MsbError, isErrorCode, msbErrorFromWire } from "@msb/errors";
-import { createApiKey } from "@msb/keys";
 import type { CliDeps, GlobalOptions } from "../../cli/context.js";
-import { createControlPlaneClient, DEFAULT_SERVER_URL } from "../../client/control-plane.js";
-import { msbPaths } from "../../home.js";
-import { readLockState } from "../../server/lock.js";
-import { secretFromEnv } from "../../server/secret.js";
-import { resolveSigningSecret } from "../../server/secrets.js";
+import { createControlPlaneClient } from "../../client/control-plane.js";
+import { resolveServerTarget } from "../../project/remote.js";
 import type { ProgressEvent } from "./progress.js";
 
 /** A pull, build or push may download or build gigabytes: allow it this long. */
@@ -30,35 +26,20 @@ export interface ImageClient {
 }
 
 /**
- * The server and key the image commands use, found as every other command finds them
- * (`MSB_SERVER_URL`, else this home's lock, else the default; `MSB_API_KEY`, else a 5-minute
- * all-namespaces key signed with the local server's secret). Image methods are host-wide: a
- * namespace-bound `MSB_API_KEY` gets AUTH_FORBIDDEN from the server.
+ * The image commands talk to the server `resolveServerTarget` finds, like every other command.
+ * Image methods are host-wide: a namespace-bound `MSB_API_KEY` gets AUTH_FORBIDDEN.
  */
 export async function connectImages(global: GlobalOptions, deps: CliDeps): Promise<ImageClient> {
-  const state = readLockState(msbPaths(global.home).lockFile, deps.table);
-  const lock = state.kind === "running" ? state.lock : undefined;
-  const url = (deps.env["MSB_SERVER_URL"] ?? lock?.url ?? DEFAULT_SERVER_URL).replace(/\/+$/, "");
-  let apiKey = deps.env["MSB_API_KEY"];
-  if ((apiKey === undefined || apiKey === "") && lock !== undefined && !lock.dev) {
-    apiKey =
-      lock.customSecret === true && secretFromEnv(deps.env) === undefined
-        ? undefined
-        : createApiKey(await resolveSigningSecret(undefined, deps.env, global.home), {
-            namespace: "*",
-            expiresInMs: 5 * 60_000,
-          });
-  }
-  const key = apiKey === undefined || apiKey === "" ? undefined : apiKey;
+  const { url, apiKey } = await resolveServerTarget(global, deps);
   const plain = createControlPlaneClient({
     url,
     timeoutMs: QUICK_TIMEOUT_MS,
-    ...(key === undefined ? {} : { apiKey: key }),
+    ...(apiKey === undefined ? {} : { apiKey }),
   });
   return {
     call: (method, params, signal) => plain.rpc(method, params, signal),
     stream: (method, params, onProgress, signal) =>
-      streamCall(url, key, method, params, onProgress, signal),
+      streamCall(url, apiKey, method, params, onProgress, signal),
   };
 }
 
