@@ -89,6 +89,14 @@ describe("ReplSession", () => {
     });
   });
 
+  it("says the REPL could not start when the interpreter exits before it is ready", async () => {
+    const { repl } = setup(["echo"]);
+    await expect(repl.start()).rejects.toMatchObject({
+      code: "REPL_START_FAILED",
+      message: /could not start: exited before it was ready/,
+    });
+  });
+
   it("gives up on a driver that never says it is ready", async () => {
     const { repl } = setup(["silent-repl"], { startTimeoutMs: 30 });
     await expect(repl.start()).rejects.toMatchObject({ code: "AGENT_TIMEOUT" });

@@ -180,7 +180,7 @@ export class ReplSession {
       if (outcome instanceof MsbError) throw outcome;
       const why = outcome instanceof Error ? outcome.message : String(outcome);
       throw new MsbError(
-        why.startsWith("not ready") ? "AGENT_TIMEOUT" : "INTERNAL",
+        why.startsWith("not ready") ? "AGENT_TIMEOUT" : "REPL_START_FAILED",
         `The ${this.#options.language} REPL could not start: ${why}. Check the sandbox log (the interpreter's stderr).`,
       );
     }
