@@ -66,6 +66,7 @@ export function toVm(vm: VmInfo): Vm {
     imageReference: vm.imageReference,
     bootMs: vm.bootMs,
     startKind: vm.startKind,
+    paused: false,
   };
 }
 
@@ -84,6 +85,9 @@ export function createVmmServiceServer(service: VmService, logger: Logger): VmmS
         vmsRunning: host.vmsRunning,
         maxVms: host.maxVms,
         acceleratorNote: host.acceleratorNote,
+        templates: [],
+        starts: undefined,
+        vmsPaused: 0,
       };
     }),
 

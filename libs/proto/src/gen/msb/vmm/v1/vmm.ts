@@ -86,6 +86,50 @@ export interface GetHostInfoResponse {
   maxVms: number;
   /** Why KVM was not used, when it was not. */
   acceleratorNote: string;
+  /** Template snapshots of this host (one per image, memory, vCPUs and device layout in use). */
+  templates: TemplateInfo[];
+  /** How VMs were started since the vmm-agent started. */
+  starts:
+    | StartCounters
+    | undefined;
+  /** VMs paused because they were idle; each resumes on its next call. */
+  vmsPaused: number;
+}
+
+/** TemplateInfo describes one template snapshot and its warm pool. */
+export interface TemplateInfo {
+  /**
+   * Short hash of everything the snapshot depends on (kernel, agent, rootfs, memory, vCPUs,
+   * devices, QEMU version, accelerator).
+   */
+  key: string;
+  imageReference: string;
+  memoryMib: number;
+  vcpus: number;
+  /** "building", "ready" or "failed". */
+  state: string;
+  /** Why the template failed, when it did. */
+  reason: string;
+  /** Language whose REPL is warm in the snapshot ("python"), or "" when none is. */
+  warmLanguage: string;
+  /** Restored, paused VMs ready to be claimed. */
+  poolReady: number;
+  /** How many paused VMs the pool keeps for this template. */
+  poolTarget: number;
+  /** Boot + warm-up + snapshot time of this template. */
+  buildMs: number;
+}
+
+/** StartCounters counts CreateVm outcomes by path. */
+export interface StartCounters {
+  /** A paused VM was taken from the warm pool. */
+  poolHits: number;
+  /** No pooled VM was ready for a create that had a template. */
+  poolMisses: number;
+  /** Restored from a template snapshot. */
+  templateRestores: number;
+  /** Booted from scratch. */
+  coldBoots: number;
 }
 
 /** VolumeMount shares a host directory with the guest (9p). */
@@ -152,6 +196,8 @@ export interface Vm {
   startKind: string;
   /** Why KVM was not used for this VM, when it was not (as in GetHostInfoResponse). */
   acceleratorNote: string;
+  /** Paused because it was idle; resumes transparently on its next call. */
+  paused: boolean;
 }
 
 /** StopVmRequest names the VM to stop. */
@@ -359,6 +405,9 @@ function createBaseGetHostInfoResponse(): GetHostInfoResponse {
     vmsRunning: 0,
     maxVms: 0,
     acceleratorNote: "",
+    templates: [],
+    starts: undefined,
+    vmsPaused: 0,
   };
 }
 
@@ -390,6 +439,15 @@ export const GetHostInfoResponse: MessageFns<GetHostInfoResponse> = {
     }
     if (message.acceleratorNote !== "") {
       writer.uint32(74).string(message.acceleratorNote);
+    }
+    for (const v of message.templates) {
+      TemplateInfo.encode(v!, writer.uint32(82).fork()).join();
+    }
+    if (message.starts !== undefined) {
+      StartCounters.encode(message.starts, writer.uint32(90).fork()).join();
+    }
+    if (message.vmsPaused !== 0) {
+      writer.uint32(96).uint32(message.vmsPaused);
     }
     return writer;
   },
@@ -479,6 +537,30 @@ export const GetHostInfoResponse: MessageFns<GetHostInfoResponse> = {
             message.acceleratorNote = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.templates.push(TemplateInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.starts = StartCounters.decode(reader, reader.uint32());
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.vmsPaused = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -505,6 +587,276 @@ export const GetHostInfoResponse: MessageFns<GetHostInfoResponse> = {
     message.vmsRunning = object.vmsRunning ?? 0;
     message.maxVms = object.maxVms ?? 0;
     message.acceleratorNote = object.acceleratorNote ?? "";
+    message.templates = object.templates?.map((e) => TemplateInfo.fromPartial(e)) || [];
+    message.starts = (object.starts !== undefined && object.starts !== null)
+      ? StartCounters.fromPartial(object.starts)
+      : undefined;
+    message.vmsPaused = object.vmsPaused ?? 0;
+    return message;
+  },
+};
+
+function createBaseTemplateInfo(): TemplateInfo {
+  return {
+    key: "",
+    imageReference: "",
+    memoryMib: 0,
+    vcpus: 0,
+    state: "",
+    reason: "",
+    warmLanguage: "",
+    poolReady: 0,
+    poolTarget: 0,
+    buildMs: 0,
+  };
+}
+
+export const TemplateInfo: MessageFns<TemplateInfo> = {
+  encode(message: TemplateInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.imageReference !== "") {
+      writer.uint32(18).string(message.imageReference);
+    }
+    if (message.memoryMib !== 0) {
+      writer.uint32(24).uint32(message.memoryMib);
+    }
+    if (message.vcpus !== 0) {
+      writer.uint32(32).uint32(message.vcpus);
+    }
+    if (message.state !== "") {
+      writer.uint32(42).string(message.state);
+    }
+    if (message.reason !== "") {
+      writer.uint32(50).string(message.reason);
+    }
+    if (message.warmLanguage !== "") {
+      writer.uint32(58).string(message.warmLanguage);
+    }
+    if (message.poolReady !== 0) {
+      writer.uint32(64).uint32(message.poolReady);
+    }
+    if (message.poolTarget !== 0) {
+      writer.uint32(72).uint32(message.poolTarget);
+    }
+    if (message.buildMs !== 0) {
+      writer.uint32(80).uint32(message.buildMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TemplateInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTemplateInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.imageReference = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.memoryMib = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.vcpus = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.warmLanguage = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.poolReady = reader.uint32();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.poolTarget = reader.uint32();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.buildMs = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<TemplateInfo>, I>>(base?: I): TemplateInfo {
+    return TemplateInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TemplateInfo>, I>>(object: I): TemplateInfo {
+    const message = createBaseTemplateInfo();
+    message.key = object.key ?? "";
+    message.imageReference = object.imageReference ?? "";
+    message.memoryMib = object.memoryMib ?? 0;
+    message.vcpus = object.vcpus ?? 0;
+    message.state = object.state ?? "";
+    message.reason = object.reason ?? "";
+    message.warmLanguage = object.warmLanguage ?? "";
+    message.poolReady = object.poolReady ?? 0;
+    message.poolTarget = object.poolTarget ?? 0;
+    message.buildMs = object.buildMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseStartCounters(): StartCounters {
+  return { poolHits: 0, poolMisses: 0, templateRestores: 0, coldBoots: 0 };
+}
+
+export const StartCounters: MessageFns<StartCounters> = {
+  encode(message: StartCounters, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.poolHits !== 0) {
+      writer.uint32(8).uint64(message.poolHits);
+    }
+    if (message.poolMisses !== 0) {
+      writer.uint32(16).uint64(message.poolMisses);
+    }
+    if (message.templateRestores !== 0) {
+      writer.uint32(24).uint64(message.templateRestores);
+    }
+    if (message.coldBoots !== 0) {
+      writer.uint32(32).uint64(message.coldBoots);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StartCounters {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStartCounters();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.poolHits = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.poolMisses = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.templateRestores = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.coldBoots = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<StartCounters>, I>>(base?: I): StartCounters {
+    return StartCounters.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StartCounters>, I>>(object: I): StartCounters {
+    const message = createBaseStartCounters();
+    message.poolHits = object.poolHits ?? 0;
+    message.poolMisses = object.poolMisses ?? 0;
+    message.templateRestores = object.templateRestores ?? 0;
+    message.coldBoots = object.coldBoots ?? 0;
     return message;
   },
 };
@@ -987,6 +1339,7 @@ function createBaseVm(): Vm {
     bootMs: 0,
     startKind: "",
     acceleratorNote: "",
+    paused: false,
   };
 }
 
@@ -1027,6 +1380,9 @@ export const Vm: MessageFns<Vm> = {
     }
     if (message.acceleratorNote !== "") {
       writer.uint32(98).string(message.acceleratorNote);
+    }
+    if (message.paused !== false) {
+      writer.uint32(104).bool(message.paused);
     }
     return writer;
   },
@@ -1140,6 +1496,14 @@ export const Vm: MessageFns<Vm> = {
             message.acceleratorNote = reader.string();
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.paused = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1169,6 +1533,7 @@ export const Vm: MessageFns<Vm> = {
     message.bootMs = object.bootMs ?? 0;
     message.startKind = object.startKind ?? "";
     message.acceleratorNote = object.acceleratorNote ?? "";
+    message.paused = object.paused ?? false;
     return message;
   },
 };
