@@ -14,7 +14,7 @@ say() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
 packages=(
   qemu-system-x86 erofs-utils mmdebstrap docker-registry musl-tools cpio e2fsprogs
   linux-source-6.1 bc flex bison libelf-dev libssl-dev busybox-static build-essential
-  ca-certificates python3 iproute2 procps util-linux
+  ca-certificates python3 iproute2 procps util-linux iptables acl
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,5 +1,5 @@
 import { MsbError } from "@msb/errors";
-import type { ImageBackend, VmmBackend } from "./sandboxes/backends.js";
+import type { HostIsolation, ImageBackend, VmmBackend } from "./sandboxes/backends.js";
 
 export const HEALTHY_MESSAGE = "Service is healthy";
 
@@ -19,7 +19,12 @@ export interface HealthReport {
     readonly accelerator: string;
     readonly services: {
       readonly image: ServiceHealth;
-      readonly vmm: ServiceHealth & { readonly hypervisor?: string; readonly note?: string };
+      readonly vmm: ServiceHealth & {
+        readonly hypervisor?: string;
+        readonly note?: string;
+        /** QEMU seccomp, QEMU's user, network policy enforcement (and why not). */
+        readonly isolation?: HostIsolation;
+      };
     };
   };
 }
@@ -50,7 +55,12 @@ export function createHealthProbe(
           : { status: "down", error: describe(image.reason) };
       const vmmHealth =
         host.status === "fulfilled"
-          ? { status: "up" as const, hypervisor: host.value.hypervisor, note: host.value.note }
+          ? {
+              status: "up" as const,
+              hypervisor: host.value.hypervisor,
+              note: host.value.note,
+              ...(host.value.isolation === undefined ? {} : { isolation: host.value.isolation }),
+            }
           : { status: "down" as const, error: describe(host.reason) };
       const down = [
         ...(imageHealth.status === "down" ? ["the image service"] : []),

@@ -28,6 +28,14 @@ describe("loadConfig", () => {
     });
   });
 
+  it("turns seccomp on and puts VM uids and gids outside distribution ranges by default", () => {
+    const config = loadConfig({});
+    expect(config.qemuSeccomp).toBe(true);
+    expect(config.vmUidBase).toBe(1_900_000_000);
+    expect(config.vmGidBase).toBe(1_900_000_000);
+    expect(loadConfig({ MSB_QEMU_SECCOMP: "off" }).qemuSeccomp).toBe(false);
+  });
+
   it("rejects invalid values with CONFIG_INVALID naming the variable", () => {
     let error: { code?: string; message?: string } = {};
     try {

@@ -29,6 +29,12 @@ const EnvSchema = z.object({
   MSB_DEFAULT_RUN_TIMEOUT_MS: intFrom(100, 86_400_000).default(300_000),
   MSB_OUTPUT_CAP_BYTES: intFrom(1024, 1_073_741_824).default(10 * 1024 * 1024),
   MSB_CONSOLE_LOG_MAX_BYTES: intFrom(4096, 1_073_741_824).default(1024 * 1024),
+  MSB_QEMU_SECCOMP: z.enum(["on", "off"]).default("on"),
+  // Below 2^31 (some tools treat ids as signed) and outside the ranges distributions and
+  // systemd hand out (system/user ids, subuid ranges, the container range below 1879048192).
+  MSB_VM_UID_BASE: intFrom(1, 2_147_000_000).default(1_900_000_000),
+  MSB_VM_UID_COUNT: intFrom(1, 1_000_000).default(65_536),
+  MSB_VM_GID_BASE: intFrom(1, 2_147_000_000).default(1_900_000_000),
 });
 
 /** The vmm-agent's settings; every field has a unit in its name where it has one. */
@@ -64,6 +70,23 @@ export interface VmmAgentConfig {
   readonly outputCapBytes: number;
   /** Size at which a VM's console log stops growing (the last lines stay in memory). */
   readonly consoleLogMaxBytes: number;
+  /**
+   * QEMU's seccomp filter (`-sandbox on,...`). On by default; `off` only for QEMU builds
+   * without libseccomp, which refuse the option. Host info reports it when it is off.
+   */
+  readonly qemuSeccomp: boolean;
+  /**
+   * When the vmm-agent runs as root, each QEMU runs as its own uid from
+   * [vmUidBase, vmUidBase + vmUidCount); no passwd entries are needed.
+   */
+  readonly vmUidBase: number;
+  readonly vmUidCount: number;
+  /**
+   * Three gids from here: base = shared (read-only artifacts every VM may read, e.g.
+   * templates), base + 1 = VMs with network `public`/`none`, base + 2 = network `any`.
+   * The host firewall tells VMs apart by these gids.
+   */
+  readonly vmGidBase: number;
 }
 
 /** Reads the configuration from the environment; pure, so tests pass their own `env`. */
@@ -101,5 +124,9 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): V
     defaultRunTimeoutMs: e.MSB_DEFAULT_RUN_TIMEOUT_MS,
     outputCapBytes: e.MSB_OUTPUT_CAP_BYTES,
     consoleLogMaxBytes: e.MSB_CONSOLE_LOG_MAX_BYTES,
+    qemuSeccomp: e.MSB_QEMU_SECCOMP === "on",
+    vmUidBase: e.MSB_VM_UID_BASE,
+    vmUidCount: e.MSB_VM_UID_COUNT,
+    vmGidBase: e.MSB_VM_GID_BASE,
   };
 }

@@ -12,7 +12,9 @@ import { bindGrpcServer } from "./grpc/listen.js";
 import { createVmmServiceServer } from "./grpc/vmm-service-server.js";
 import { chooseAccelerator } from "./hypervisor/accelerator.js";
 import type { AcceleratorChoice } from "./hypervisor/hypervisor.js";
+import { createVmIdentities } from "./hypervisor/qemu/identity.js";
 import { createQemuHypervisor } from "./hypervisor/qemu/qemu-hypervisor.js";
+import { installNetworkPolicy } from "./network/policy.js";
 import { reapLeftovers } from "./supervision/leftovers.js";
 import { createProcProcessTable } from "./supervision/process-table.js";
 import { createVmService } from "./vm-service.js";
@@ -41,8 +43,29 @@ runMain(
       qemuBinary: config.qemuBinary,
       tcgTbSizeMib: config.tcgTbSizeMib,
       consoleLogMaxBytes: config.consoleLogMaxBytes,
+      seccomp: config.qemuSeccomp,
       logger,
     });
+    if (!config.qemuSeccomp) logger.warn("QEMU's seccomp filter is off (MSB_QEMU_SECCOMP=off)");
+
+    // Root can give every QEMU a uid of its own and firewall it; anyone else cannot.
+    const privileged = process.getuid?.() === 0;
+    const identities = createVmIdentities({
+      privileged,
+      uidBase: config.vmUidBase,
+      uidCount: config.vmUidCount,
+      gidBase: config.vmGidBase,
+    });
+    const networkPolicy = await installNetworkPolicy({
+      privileged,
+      publicGid: identities.gids.publicNet,
+      logger,
+    });
+    if (!networkPolicy.status.enforced) {
+      logger.warn({ reason: networkPolicy.status.note }, "network policy 'public' not enforced");
+    }
+    // Runs after the VMs are stopped (hooks run newest first).
+    lifecycle.onShutdown("network policy", () => networkPolicy.remove());
 
     // Probed once per process; not remembered while the guest kernel is missing.
     let choice: Promise<AcceleratorChoice> | undefined;
@@ -74,7 +97,16 @@ runMain(
       maxConcurrentBoots: config.maxConcurrentBoots ?? 2 * cpus().length,
     });
     const service = createVmService(
-      { hypervisor, admission, logger, accelerator, artifacts },
+      {
+        hypervisor,
+        admission,
+        logger,
+        accelerator,
+        artifacts,
+        identities,
+        networkPolicy: networkPolicy.status,
+        seccomp: config.qemuSeccomp,
+      },
       {
         sandboxesDir: config.sandboxesDir,
         defaultMemoryMib: config.defaultMemoryMib,

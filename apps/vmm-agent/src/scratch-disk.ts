@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { open, rename, rm, stat } from "node:fs/promises";
+import { lstat, open, rename, rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import { MsbError } from "@msb/errors";
 import { TEMP_FILE_MARKER } from "./supervision/vm-files.js";
@@ -19,12 +19,13 @@ export async function ensureScratchDisk(
   options: { keep: boolean; signal: AbortSignal },
 ): Promise<{ created: boolean }> {
   if (options.keep) {
-    const existing = await stat(path).catch(() => undefined);
+    // lstat: the VM's uid owns the directory; a symlink in place of the disk is not a disk.
+    const existing = await lstat(path).catch(() => undefined);
     if (existing?.isFile() === true) return { created: false };
   }
   const tmp = `${path}${TEMP_FILE_MARKER}${randomBytes(4).toString("hex")}`;
   try {
-    const handle = await open(tmp, "w", 0o600);
+    const handle = await open(tmp, "wx", 0o600);
     try {
       await handle.truncate(sizeBytes);
     } finally {

@@ -22,7 +22,9 @@ import type {
   VmProcess,
 } from "./hypervisor/hypervisor.js";
 import type { PortForwardSpec, VolumeSpec } from "./hypervisor/qemu/command-line.js";
+import { resolveVolume, type VmIdentities } from "./hypervisor/qemu/identity.js";
 import { describeExit } from "./hypervisor/qemu/qemu-hypervisor.js";
+import type { NetworkPolicyStatus } from "./network/policy.js";
 import { ensureScratchDisk } from "./scratch-disk.js";
 import { VM_FILES, isValidVmId, vmDir } from "./supervision/vm-files.js";
 
@@ -137,6 +139,15 @@ export interface HostInfo {
   readonly hostMemoryAvailableBytes: number;
   readonly vmsRunning: number;
   readonly maxVms: number;
+  readonly isolation: IsolationInfo;
+}
+
+/** How VMs are confined on this host; what is off is said, never implied. */
+export interface IsolationInfo {
+  readonly seccomp: boolean;
+  /** "qemu runs as the server's user" when the vmm-agent is not root. */
+  readonly qemuUser: string;
+  readonly networkPolicy: NetworkPolicyStatus;
 }
 
 /** Where the guest kernel and agent initramfs are; KERNEL_MISSING when they are not built. */
@@ -150,6 +161,10 @@ export interface VmServiceDeps {
   readonly accelerator: () => Promise<AcceleratorChoice>;
   /** The last known choice without waiting, for host info before the probe finished. */
   readonly artifacts: GuestArtifactsResolver;
+  /** Who each VM's QEMU runs as (hypervisor/qemu/identity.ts). */
+  readonly identities: VmIdentities;
+  readonly networkPolicy: NetworkPolicyStatus;
+  readonly seccomp: boolean;
 }
 
 export interface VmServiceOptions {
@@ -438,6 +453,18 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
       const diskBytes =
         params.diskQuotaBytes > 0 ? params.diskQuotaBytes : options.defaultDiskQuotaBytes;
       await ensureScratchDisk(scratchDiskPath, diskBytes, { keep: params.keepDisk, signal });
+      const volumes = await Promise.all(
+        checked.volumes.map(async (v) => ({
+          ...v,
+          hostPath: (await resolveVolume(v.hostPath, v.readOnly)).realPath,
+        })),
+      );
+      const identity = await deps.identities.assign(rec.vmId, {
+        network: params.network,
+        dir: rec.dir,
+        ownFiles: [scratchDiskPath],
+        volumes: volumes.map((v) => ({ realPath: v.hostPath, readOnly: v.readOnly })),
+      });
       const bootTimeoutMs = params.bootTimeoutMs > 0 ? params.bootTimeoutMs : options.bootTimeoutMs;
       const deadline = AbortSignal.any([signal, AbortSignal.timeout(bootTimeoutMs)]);
       const t0 = Date.now();
@@ -452,7 +479,8 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
         rootfsPath: params.rootfsPath,
         scratchDiskPath,
         ...(params.network === "none" ? {} : { network: { portForwards: checked.ports } }),
-        volumes: checked.volumes,
+        volumes,
+        ...(identity.credentials === undefined ? {} : { credentials: identity.credentials }),
       });
       rec.process = vm;
       rec.pid = vm.pid;
@@ -563,6 +591,7 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
       await forceDown(vm);
     }
     release(rec);
+    await deps.identities.release(rec.vmId);
     if (removeDisk) {
       await rm(rec.dir, { recursive: true, force: true });
       // Drop the namespace directory too once its last VM is gone.
@@ -609,6 +638,11 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
         hostMemoryAvailableBytes: await availableMemoryBytes(),
         vmsRunning: [...vms.values()].filter((r) => r.state === "running").length,
         maxVms: admission.limits.maxVms,
+        isolation: {
+          seccomp: deps.seccomp,
+          qemuUser: deps.identities.qemuUser,
+          networkPolicy: deps.networkPolicy,
+        },
       };
     },
 
@@ -622,6 +656,12 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
         );
       }
       const checked = await validateCreate(params);
+      if (params.network === "public" && !deps.networkPolicy.enforced) {
+        logger.warn(
+          { vmId: params.vmId, reason: deps.networkPolicy.note },
+          "network 'public' is not enforced on this host: the VM can reach host and private addresses",
+        );
+      }
       const memoryMib = params.memoryMib > 0 ? params.memoryMib : options.defaultMemoryMib;
       const vcpus = params.vcpus > 0 ? params.vcpus : options.defaultVcpus;
       if (memoryMib < 64) throw invalid("memory_mib must be at least 64.");
@@ -661,6 +701,7 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
           await vm.exited;
         }
         release(rec);
+        await deps.identities.release(rec.vmId);
         if (rec.state === "starting") {
           rec.state = "failed";
           rec.reason = err instanceof Error ? err.message : String(err);

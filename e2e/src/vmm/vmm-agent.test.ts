@@ -425,7 +425,10 @@ describe("stop and start", () => {
 describe("vmm-agent death", () => {
   it("takes its QEMUs with it on kill -9, and a restarted vmm-agent reaps leftovers", async () => {
     const home = join(root, "home-killed");
-    const victim = await startVmmAgent(home, { ...agentEnv(), MSB_ACCEL: "tcg" });
+    // Ids of their own: the restarted agent removes its firewall chain when it stops, and
+    // must not take the main agent's with it.
+    const ownIds = { MSB_VM_UID_BASE: "1900100000", MSB_VM_GID_BASE: "1900100000" };
+    const victim = await startVmmAgent(home, { ...agentEnv(), ...ownIds, MSB_ACCEL: "tcg" });
     const previous = agent;
     agent = victim;
     try {
@@ -469,7 +472,7 @@ describe("vmm-agent death", () => {
       ),
     );
 
-    const restarted = await startVmmAgent(home, { ...agentEnv(), MSB_ACCEL: "tcg" });
+    const restarted = await startVmmAgent(home, { ...agentEnv(), ...ownIds, MSB_ACCEL: "tcg" });
     try {
       await orphanExit; // killed by the new vmm-agent's leftover scan
       expect((await readdir(dir)).sort()).toEqual(["console.log", "scratch.ext4"]);

@@ -56,6 +56,14 @@ describe("gRPC backends", () => {
           vmsRunning: 0,
           maxVms: 0,
           acceleratorNote: "kvm probe failed",
+          templates: [],
+          vmsPaused: 0,
+          isolation: {
+            seccomp: true,
+            qemuUser: "dedicated uid per VM",
+            networkPolicyEnforced: false,
+            networkPolicyNote: "not enforced: iptables failed",
+          },
         }),
       ),
       createVm: unaryHandler(silent, "CreateVm", (req: CreateVmRequest) => {
@@ -265,6 +273,12 @@ describe("gRPC backends", () => {
         hypervisor: "qemu",
         version: "1",
         note: "kvm probe failed",
+        isolation: {
+          seccomp: true,
+          qemuUser: "dedicated uid per VM",
+          networkPolicyEnforced: false,
+          networkPolicyNote: "not enforced: iptables failed",
+        },
       });
     } finally {
       vmm.close();

@@ -72,6 +72,7 @@ export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBac
         hypervisor: res.hypervisor,
         version: res.version,
         note: res.acceleratorNote,
+        ...(res.isolation === undefined ? {} : { isolation: { ...res.isolation } }),
       };
     },
 

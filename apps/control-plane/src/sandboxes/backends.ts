@@ -76,6 +76,17 @@ export interface HostInfo {
   readonly hypervisor: string;
   readonly version: string;
   readonly note: string;
+  /** Which host-side protections confine the VMs; absent from a vmm-agent that predates it. */
+  readonly isolation?: HostIsolation;
+}
+
+/** What the vmm-agent reports about QEMU seccomp, QEMU's user and the network policy. */
+export interface HostIsolation {
+  readonly seccomp: boolean;
+  readonly qemuUser: string;
+  readonly networkPolicyEnforced: boolean;
+  /** Why the network policy is not enforced, when it is not. */
+  readonly networkPolicyNote: string;
 }
 
 export type OutputStreamName = "stdout" | "stderr";

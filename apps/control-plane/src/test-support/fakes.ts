@@ -107,7 +107,18 @@ export class FakeVmmBackend implements VmmBackend {
 
   hostInfo() {
     if (this.down) return Promise.reject(down("vmm agent"));
-    return Promise.resolve({ accelerator: "tcg", hypervisor: "qemu", version: "fake", note: "" });
+    return Promise.resolve({
+      accelerator: "tcg",
+      hypervisor: "qemu",
+      version: "fake",
+      note: "",
+      isolation: {
+        seccomp: true,
+        qemuUser: "qemu runs as the server's user",
+        networkPolicyEnforced: false,
+        networkPolicyNote: "not enforced: the vmm-agent does not run as root",
+      },
+    });
   }
 
   async createVm(spec: CreateVmSpec): Promise<VmInfo> {

@@ -88,6 +88,12 @@ export function createVmmServiceServer(service: VmService, logger: Logger): VmmS
         templates: [],
         starts: undefined,
         vmsPaused: 0,
+        isolation: {
+          seccomp: host.isolation.seccomp,
+          qemuUser: host.isolation.qemuUser,
+          networkPolicyEnforced: host.isolation.networkPolicy.enforced,
+          networkPolicyNote: host.isolation.networkPolicy.note,
+        },
       };
     }),
 

@@ -1,5 +1,6 @@
 import type { Duplex } from "node:stream";
 import type { PortForwardSpec, VolumeSpec } from "./qemu/command-line.js";
+import type { ProcessCredentials } from "./qemu/sandboxing.js";
 
 /** The CPU virtualisation a VM runs on. */
 export type Accelerator = "kvm" | "tcg";
@@ -29,6 +30,11 @@ export interface LaunchSpec {
   /** `undefined` = no network interface. */
   readonly network?: { readonly portForwards: readonly PortForwardSpec[] };
   readonly volumes: readonly VolumeSpec[];
+  /**
+   * Who the VMM process runs as (see hypervisor/qemu/identity.ts); undefined keeps the
+   * vmm-agent's own user (not root, or the accelerator probe).
+   */
+  readonly credentials?: ProcessCredentials;
 }
 
 /** How a VM process ended. */

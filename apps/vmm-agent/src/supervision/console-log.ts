@@ -1,4 +1,4 @@
-import { closeSync, openSync, writeSync } from "node:fs";
+import { closeSync, constants, openSync, writeSync } from "node:fs";
 
 /**
  * Records a VM's console: appends to a log file until it reaches `maxBytes` (a guest may
@@ -23,7 +23,10 @@ function clean(line: string): string {
 }
 
 export function createConsoleRecorder(path: string, maxBytes: number): ConsoleRecorder {
-  let fd: number | undefined = openSync(path, "w", 0o600);
+  // O_NOFOLLOW: the VM's directory belongs to the VM's uid; a symlink planted there must not
+  // make the vmm-agent truncate a host file.
+  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW;
+  let fd: number | undefined = openSync(path, flags, 0o600);
   let written = 0;
   const lines: string[] = [];
   let partial = "";

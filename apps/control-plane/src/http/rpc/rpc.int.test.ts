@@ -202,6 +202,13 @@ describe("GET /api/v1/health", () => {
       accelerator: "tcg",
       services: { image: { status: "up" }, vmm: { status: "up", hypervisor: "qemu" } },
     });
+    // What is not enforced is said, with the reason.
+    expect(res.json().services.vmm.isolation).toEqual({
+      seccomp: true,
+      qemuUser: "qemu runs as the server's user",
+      networkPolicyEnforced: false,
+      networkPolicyNote: "not enforced: the vmm-agent does not run as root",
+    });
   });
 
   it("says degraded with 503 and names the service that is down", async () => {

@@ -14,6 +14,7 @@ const base: QemuCommandSpec = {
   qmpSocketPath: "/vm/qmp.sock",
   network: { portForwards: [] },
   volumes: [],
+  seccomp: true,
 };
 
 /** The value following each occurrence of `flag`. */
@@ -182,5 +183,26 @@ describe("buildQemuArgs", () => {
       }
       expect(code, JSON.stringify(spec)).toBe("INVALID_PARAMS");
     }
+  });
+
+  it("installs QEMU's seccomp filter with every optional deny, unless turned off", () => {
+    const on = buildQemuArgs(base);
+    expect(values(on, "-sandbox")).toEqual([
+      "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+    ]);
+    expect(values(buildQemuArgs({ ...base, seccomp: false }), "-sandbox")).toEqual([]);
+  });
+
+  it("registers inherited descriptors as fd sets a drive can name", () => {
+    const args = buildQemuArgs({
+      ...base,
+      rootfsPath: "/dev/fdset/1",
+      fdSets: [{ fd: 5, set: 1 }],
+    });
+    expect(values(args, "-add-fd")).toEqual(["fd=5,set=1"]);
+    // The fd set exists before the drive that uses it is parsed.
+    expect(args.indexOf("-add-fd")).toBeLessThan(args.indexOf("-drive"));
+    expect(values(args, "-drive")[0]).toContain("file=/dev/fdset/1,");
+    expect(() => buildQemuArgs({ ...base, fdSets: [{ fd: 1, set: 1 }] })).toThrow(/fd 1/);
   });
 });

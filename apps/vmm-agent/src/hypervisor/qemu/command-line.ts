@@ -1,5 +1,6 @@
 import { MsbError } from "@msb/errors";
 import type { Accelerator } from "../hypervisor.js";
+import { QEMU_SECCOMP_ARGS } from "./sandboxing.js";
 
 /** A TCP or UDP port forward from the host into the guest (QEMU `hostfwd`). */
 export interface PortForwardSpec {
@@ -38,6 +39,13 @@ export interface QemuCommandSpec {
   /** `undefined` means no network interface at all. */
   readonly network?: { readonly portForwards: readonly PortForwardSpec[] };
   readonly volumes: readonly VolumeSpec[];
+  /** QEMU's seccomp filter (see sandboxing.ts); off only for QEMU builds without libseccomp. */
+  readonly seccomp: boolean;
+  /**
+   * Descriptors QEMU inherits, each registered as fd set `set` (`-add-fd`), so that a drive
+   * can be `/dev/fdset/<set>`: QEMU then needs no permission on the file or its directories.
+   */
+  readonly fdSets?: readonly { readonly fd: number; readonly set: number }[];
 }
 
 /**
@@ -125,6 +133,7 @@ export function buildQemuArgs(spec: QemuCommandSpec): string[] {
   // The guest kernel has no ACPI; with acpi=off QEMU appends the virtio_mmio.device= list
   // to the kernel command line, which is how the guest finds its devices.
   const args: string[] = ["-M", "microvm,rtc=on,acpi=off"];
+  if (spec.seccomp) args.push(...QEMU_SECCOMP_ARGS);
 
   if (spec.accelerator === "kvm") {
     args.push("-accel", "kvm", "-cpu", "host");
@@ -161,6 +170,13 @@ export function buildQemuArgs(spec: QemuCommandSpec): string[] {
     "-device",
     "virtserialport,chardev=agent,name=msb.agent",
   );
+
+  for (const { fd, set } of spec.fdSets ?? []) {
+    if (!Number.isInteger(fd) || fd < 3 || !Number.isInteger(set) || set < 0) {
+      throw invalid(`fd ${fd} / fd set ${set} cannot be passed to QEMU.`, { fd, set });
+    }
+    args.push("-add-fd", `fd=${fd},set=${set}`);
+  }
 
   const free = [...FREE_BUSES];
   if (spec.rootfsPath !== undefined) {

@@ -1,7 +1,7 @@
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { accessSync, constants } from "node:fs";
-import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { lchown, mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
 import { delimiter, join } from "node:path";
 import { promisify } from "node:util";
@@ -12,12 +12,16 @@ import { readHostRssBytes } from "../../supervision/process-table.js";
 import { TEMP_FILE_MARKER, VM_FILES } from "../../supervision/vm-files.js";
 import type { ExitInfo, Hypervisor, LaunchSpec, VmProcess } from "../hypervisor.js";
 import { buildQemuArgs } from "./command-line.js";
+import { openInheritedFiles } from "./inherited-files.js";
 import { connectQmp } from "./qmp.js";
+import { launcherCommand } from "./sandboxing.js";
 
 export interface QemuHypervisorOptions {
   readonly qemuBinary: string;
   readonly tcgTbSizeMib: number;
   readonly consoleLogMaxBytes: number;
+  /** QEMU's seccomp filter; see sandboxing.ts. */
+  readonly seccomp: boolean;
   readonly logger: Logger;
 }
 
@@ -40,7 +44,8 @@ export function findExecutable(name: string): string | undefined {
 /** Writes a file atomically: temp file in the same directory, then rename. */
 async function writeAtomic(path: string, data: string): Promise<void> {
   const tmp = `${path}${TEMP_FILE_MARKER}${randomBytes(4).toString("hex")}`;
-  await writeFile(tmp, data, { mode: 0o600 });
+  // wx: never through a file (or symlink) someone put there first; the VM's uid owns the dir.
+  await writeFile(tmp, data, { mode: 0o600, flag: "wx" });
   await rename(tmp, path);
 }
 
@@ -83,20 +88,31 @@ export function createQemuHypervisor(options: QemuHypervisorOptions): Hypervisor
     await rm(agentSocketPath, { force: true });
     await rm(qmpSocketPath, { force: true });
 
-    const args = buildQemuArgs({
-      accelerator: spec.accelerator,
-      tcgTbSizeMib: options.tcgTbSizeMib,
-      memoryMib: spec.memoryMib,
-      vcpus: spec.vcpus,
-      kernelPath: spec.kernelPath,
-      initramfsPath: spec.initramfsPath,
-      ...(spec.rootfsPath === undefined ? {} : { rootfsPath: spec.rootfsPath }),
-      ...(spec.scratchDiskPath === undefined ? {} : { scratchDiskPath: spec.scratchDiskPath }),
-      agentSocketPath,
-      qmpSocketPath,
-      ...(spec.network === undefined ? {} : { network: spec.network }),
-      volumes: spec.volumes,
-    });
+    // Kernel, initramfs, image and volumes reach QEMU as descriptors the vmm-agent opened:
+    // an unprivileged QEMU needs no right on them or their directories (e.g. a 0700 home).
+    const inherited = await openInheritedFiles(spec);
+    let args: string[];
+    try {
+      args = buildQemuArgs({
+        accelerator: spec.accelerator,
+        tcgTbSizeMib: options.tcgTbSizeMib,
+        memoryMib: spec.memoryMib,
+        vcpus: spec.vcpus,
+        kernelPath: inherited.kernelPath,
+        initramfsPath: inherited.initramfsPath,
+        ...(inherited.rootfsPath === undefined ? {} : { rootfsPath: inherited.rootfsPath }),
+        ...(spec.scratchDiskPath === undefined ? {} : { scratchDiskPath: spec.scratchDiskPath }),
+        agentSocketPath,
+        qmpSocketPath,
+        ...(spec.network === undefined ? {} : { network: spec.network }),
+        volumes: inherited.volumes,
+        seccomp: options.seccomp,
+        fdSets: inherited.fdSets,
+      });
+    } catch (err) {
+      await inherited.close();
+      throw err;
+    }
 
     // The host listens and QEMU connects: the guest's first bytes (HELLO) cannot be missed.
     let agentSocket: Socket | undefined;
@@ -112,23 +128,41 @@ export function createQemuHypervisor(options: QemuHypervisorOptions): Hypervisor
       void rm(agentSocketPath, { force: true });
       agentWaiter?.(socket);
     });
-    await listen(server, agentSocketPath);
+    try {
+      await listen(server, agentSocketPath);
+      // QEMU connects as the VM's uid: the socket (in the VM's 0700 directory) is its own.
+      if (spec.credentials !== undefined) {
+        await lchown(agentSocketPath, spec.credentials.uid, spec.credentials.gid);
+      }
+    } catch (err) {
+      server.close();
+      await inherited.close();
+      throw err;
+    }
 
     const consoleLog = createConsoleRecorder(
       join(spec.dir, VM_FILES.consoleLog),
       options.consoleLogMaxBytes,
     );
-    const [command, argv] =
-      setpriv === undefined
-        ? [qemuBinary, args]
-        : [setpriv, ["--pdeathsig", "KILL", "--", qemuBinary, ...args]];
+    let command: string;
+    let argv: string[];
+    try {
+      [command, argv] = launcherCommand(setpriv, spec.credentials, qemuBinary, args);
+    } catch (err) {
+      server.close();
+      consoleLog.close();
+      await inherited.close();
+      throw err;
+    }
     const child = spawn(command, argv, {
       detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: ["ignore", "pipe", "pipe", ...inherited.fds],
       env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", LANG: "C" },
     });
-    child.stdout.on("data", (chunk: Buffer) => consoleLog.write(chunk));
-    child.stderr.on("data", (chunk: Buffer) => consoleLog.write(chunk));
+    // Always pipes (stdio[1] and [2] above); the type cannot say so once fds follow them.
+    for (const stream of [child.stdout, child.stderr]) {
+      stream?.on("data", (chunk: Buffer) => consoleLog.write(chunk));
+    }
 
     let exitInfo: ExitInfo | undefined;
     const exitListeners = new Set<(info: ExitInfo) => void>();
@@ -158,7 +192,7 @@ export function createQemuHypervisor(options: QemuHypervisorOptions): Hypervisor
           new MsbError("VM_BOOT_FAILED", `Could not start QEMU: ${err.message}.`, { cause: err }),
         );
       });
-    });
+    }).finally(() => inherited.close());
     await writeAtomic(pidfilePath, `${pid}\n`);
     logger.debug({ vmId: spec.vmId, pid, args }, "qemu spawned");
 

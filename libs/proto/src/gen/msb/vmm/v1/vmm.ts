@@ -94,6 +94,20 @@ export interface GetHostInfoResponse {
     | undefined;
   /** VMs paused because they were idle; each resumes on its next call. */
   vmsPaused: number;
+  /** How VMs are confined on this host (field 20 leaves room for the templates work). */
+  isolation: Isolation | undefined;
+}
+
+/** Isolation says which host-side protections are on; what is off is said, never implied. */
+export interface Isolation {
+  /** QEMU's seccomp filter (-sandbox on,...) is installed in every VM process. */
+  seccomp: boolean;
+  /** Who QEMU runs as: a dedicated uid per VM, or "qemu runs as the server's user". */
+  qemuUser: string;
+  /** The network policy "public" is enforced by the host firewall. */
+  networkPolicyEnforced: boolean;
+  /** Why it is not enforced, when it is not. */
+  networkPolicyNote: string;
 }
 
 /** TemplateInfo describes one template snapshot and its warm pool. */
@@ -408,6 +422,7 @@ function createBaseGetHostInfoResponse(): GetHostInfoResponse {
     templates: [],
     starts: undefined,
     vmsPaused: 0,
+    isolation: undefined,
   };
 }
 
@@ -448,6 +463,9 @@ export const GetHostInfoResponse: MessageFns<GetHostInfoResponse> = {
     }
     if (message.vmsPaused !== 0) {
       writer.uint32(96).uint32(message.vmsPaused);
+    }
+    if (message.isolation !== undefined) {
+      Isolation.encode(message.isolation, writer.uint32(162).fork()).join();
     }
     return writer;
   },
@@ -561,6 +579,14 @@ export const GetHostInfoResponse: MessageFns<GetHostInfoResponse> = {
             message.vmsPaused = reader.uint32();
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.isolation = Isolation.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -592,6 +618,100 @@ export const GetHostInfoResponse: MessageFns<GetHostInfoResponse> = {
       ? StartCounters.fromPartial(object.starts)
       : undefined;
     message.vmsPaused = object.vmsPaused ?? 0;
+    message.isolation = (object.isolation !== undefined && object.isolation !== null)
+      ? Isolation.fromPartial(object.isolation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseIsolation(): Isolation {
+  return { seccomp: false, qemuUser: "", networkPolicyEnforced: false, networkPolicyNote: "" };
+}
+
+export const Isolation: MessageFns<Isolation> = {
+  encode(message: Isolation, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.seccomp !== false) {
+      writer.uint32(8).bool(message.seccomp);
+    }
+    if (message.qemuUser !== "") {
+      writer.uint32(18).string(message.qemuUser);
+    }
+    if (message.networkPolicyEnforced !== false) {
+      writer.uint32(24).bool(message.networkPolicyEnforced);
+    }
+    if (message.networkPolicyNote !== "") {
+      writer.uint32(34).string(message.networkPolicyNote);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Isolation {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseIsolation();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.seccomp = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.qemuUser = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.networkPolicyEnforced = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.networkPolicyNote = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<Isolation>, I>>(base?: I): Isolation {
+    return Isolation.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Isolation>, I>>(object: I): Isolation {
+    const message = createBaseIsolation();
+    message.seccomp = object.seccomp ?? false;
+    message.qemuUser = object.qemuUser ?? "";
+    message.networkPolicyEnforced = object.networkPolicyEnforced ?? false;
+    message.networkPolicyNote = object.networkPolicyNote ?? "";
     return message;
   },
 };

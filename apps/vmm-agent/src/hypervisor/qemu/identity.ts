@@ -1,0 +1,297 @@
+import { execFile } from "node:child_process";
+import { constants } from "node:fs";
+import { lstat, open, readdir, realpath, stat } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { promisify } from "node:util";
+import { MsbError } from "@msb/errors";
+import type { ProcessCredentials } from "./sandboxing.js";
+
+const run = promisify(execFile);
+
+/**
+ * As whom a VM's QEMU runs:
+ * - `dedicated`: a uid of its own from the configured range (no passwd entry needed);
+ * - `volume-owner`: the owner of its volume directories (all owned by one non-root user);
+ * - `server`: the vmm-agent's own user, when the vmm-agent is not root and cannot switch.
+ */
+export type QemuUserKind = "dedicated" | "volume-owner" | "server";
+
+/** The network policies; the host firewall tells them apart by the QEMU's primary gid. */
+export type VmNetworkPolicy = "none" | "public" | "any";
+
+/** What a VM's QEMU runs as, and what was granted to it (undone by `release`). */
+export interface VmIdentity {
+  readonly vmId: string;
+  readonly kind: QemuUserKind;
+  /** Undefined for `server`: QEMU keeps the vmm-agent's credentials. */
+  readonly credentials?: ProcessCredentials;
+}
+
+export interface VmIdentityOptions {
+  /** True when the vmm-agent runs as root and can switch users. */
+  readonly privileged: boolean;
+  readonly uidBase: number;
+  readonly uidCount: number;
+  /** shared = base, public/none = base + 1, any = base + 2. */
+  readonly gidBase: number;
+}
+
+/** The three gids VM processes use. */
+export interface VmGids {
+  /** Supplementary group of every VM: read-only artifacts shared by VMs (templates). */
+  readonly shared: number;
+  /** Primary gid of VMs whose network is `public` or `none`. */
+  readonly publicNet: number;
+  /** Primary gid of VMs whose network is `any`. */
+  readonly anyNet: number;
+}
+
+export function vmGids(gidBase: number): VmGids {
+  return { shared: gidBase, publicNet: gidBase + 1, anyNet: gidBase + 2 };
+}
+
+/**
+ * The rule for volumes (pure, so it is unit-tested):
+ * - not root: `server` (nothing else is possible);
+ * - every volume directory owned by the same non-root uid outside the VM range: that uid, so
+ *   files the guest creates belong to the directory's owner and nothing on the host changes;
+ * - otherwise (no volumes, a root-owned or a mixed set): a `dedicated` uid, and each volume
+ *   directory gets a POSIX ACL entry for exactly that uid (rwx, or r-x when read-only),
+ *   removed when the VM stops.
+ */
+export function decideQemuUser(input: {
+  readonly privileged: boolean;
+  readonly volumeOwnerUids: readonly number[];
+  readonly uidBase: number;
+  readonly uidCount: number;
+}): { kind: "server" } | { kind: "volume-owner"; uid: number } | { kind: "dedicated" } {
+  if (!input.privileged) return { kind: "server" };
+  const [first] = input.volumeOwnerUids;
+  const inRange = (uid: number): boolean =>
+    uid >= input.uidBase && uid < input.uidBase + input.uidCount;
+  if (
+    first !== undefined &&
+    first !== 0 &&
+    !inRange(first) &&
+    input.volumeOwnerUids.every((uid) => uid === first)
+  ) {
+    return { kind: "volume-owner", uid: first };
+  }
+  return { kind: "dedicated" };
+}
+
+/**
+ * Makes `path` usable by a VM's QEMU, never following a symlink (the VM's directory is
+ * writable by its uid, so anything in it may have been swapped for a link to a host file):
+ * - `own`: owned by the VM's uid, 0600 (file) or 0700 (directory): only this VM reaches it;
+ * - `shared-read`: group = the shared VM gid, 0640/0750, owner unchanged: every VM may read it
+ *   (read-only artifacts such as template RAM files), none may write it.
+ * A no-op for a QEMU that runs as the server's user. The directories above `path` must also
+ * be searchable by the VM: see `grantSearch`.
+ */
+export async function prepareFileForVm(
+  path: string,
+  identity: VmIdentity,
+  access: "own" | "shared-read",
+  gids: VmGids,
+): Promise<void> {
+  const creds = identity.credentials;
+  if (creds === undefined) return;
+  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW).catch(
+    (err: NodeJS.ErrnoException) => {
+      throw new MsbError(
+        "VM_BOOT_FAILED",
+        `Could not prepare ${path} for the VM (${err.code ?? err.message}); it must be a regular file or directory, not a symlink.`,
+        { cause: err },
+      );
+    },
+  );
+  try {
+    const st = await handle.stat();
+    if (!st.isFile() && !st.isDirectory()) {
+      throw new MsbError("VM_BOOT_FAILED", `${path} is neither a regular file nor a directory.`);
+    }
+    const dir = st.isDirectory();
+    if (access === "own") {
+      await handle.chown(creds.uid, creds.gid);
+      await handle.chmod(dir ? 0o700 : 0o600);
+    } else {
+      await handle.chown(st.uid, gids.shared);
+      await handle.chmod(dir ? 0o750 : 0o640);
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+async function setfacl(args: string[]): Promise<void> {
+  try {
+    await run("setfacl", args, { timeout: 30_000 });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException & { stderr?: string };
+    const why = e.code === "ENOENT" ? "setfacl is not installed (Debian package acl)" : e.stderr;
+    throw new MsbError(
+      "VM_BOOT_FAILED",
+      `Could not change a POSIX ACL (setfacl ${args.join(" ")}): ${String(why ?? e.message).trim()}. VMs that run unprivileged need the acl package and a filesystem with ACLs.`,
+      { cause: err },
+    );
+  }
+}
+
+/**
+ * Lets the shared VM gid search (x only: no listing) every directory above `path` that
+ * others cannot search, so a VM's QEMU reaches its own directory (sockets, scratch disk)
+ * under e.g. a 0700 home. Only a search right on those directories is added; files in them
+ * stay as readable as their own modes say.
+ */
+export async function grantSearch(path: string, gids: VmGids, done: Set<string>): Promise<void> {
+  let dir = dirname(path);
+  for (;;) {
+    if (!done.has(dir)) {
+      const st = await stat(dir);
+      if ((st.mode & 0o001) === 0) await setfacl(["-m", `g:${gids.shared}:--x`, dir]);
+      done.add(dir);
+    }
+    const parent = dirname(dir);
+    if (parent === dir) return;
+    dir = parent;
+  }
+}
+
+/** A volume directory as the VM will see it. */
+export interface VolumeAccess {
+  /** Symlinks resolved: the directory QEMU gets a descriptor of and the ACL is set on. */
+  readonly realPath: string;
+  readonly readOnly: boolean;
+}
+
+/**
+ * Gives back to the directory's owner every file a dedicated uid created in a volume, so
+ * that a later VM given the same uid cannot reach them. Never follows symlinks.
+ */
+async function reownTree(dir: string, uid: number, owner: { uid: number; gid: number }) {
+  const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+  for (const entry of entries) {
+    const path = join(dir, entry.name);
+    const st = await lstat(path).catch(() => undefined);
+    if (st === undefined) continue;
+    if (st.isDirectory()) await reownTree(path, uid, owner);
+    if (st.uid === uid) {
+      await run("chown", ["-h", `${owner.uid}:${owner.gid}`, "--", path]).catch(() => undefined);
+    }
+  }
+}
+
+/** Allocates and releases VM identities for one vmm-agent. */
+export interface VmIdentities {
+  readonly gids: VmGids;
+  /** True when QEMUs run unprivileged (the vmm-agent is root). */
+  readonly privileged: boolean;
+  /** One line for host info: who QEMU runs as. */
+  readonly qemuUser: string;
+  /**
+   * Decides who the VM's QEMU runs as (see `decideQemuUser`), grants it its volumes, and
+   * makes `dir` (and its `ownFiles`, e.g. the scratch disk) its own. CAPACITY_EXHAUSTED when
+   * the uid range is used up.
+   */
+  assign(
+    vmId: string,
+    request: {
+      readonly network: VmNetworkPolicy;
+      readonly dir: string;
+      readonly ownFiles: readonly string[];
+      readonly volumes: readonly VolumeAccess[];
+    },
+  ): Promise<VmIdentity>;
+  /** Makes a file usable by a VM (see `prepareFileForVm`) and its directories searchable. */
+  prepareFile(path: string, identity: VmIdentity, access: "own" | "shared-read"): Promise<void>;
+  /** Removes the VM's volume grants and frees its uid; call once its QEMU has exited. */
+  release(vmId: string): Promise<void>;
+}
+
+export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
+  const gids = vmGids(options.gidBase);
+  const uids = new Map<string, number>();
+  const grants = new Map<string, { dir: string; owner: { uid: number; gid: number } }[]>();
+  const searchable = new Set<string>();
+
+  function allocate(vmId: string): number {
+    const used = new Set(uids.values());
+    for (let i = 0; i < options.uidCount; i++) {
+      const uid = options.uidBase + i;
+      if (!used.has(uid)) {
+        uids.set(vmId, uid);
+        return uid;
+      }
+    }
+    throw new MsbError(
+      "CAPACITY_EXHAUSTED",
+      `All ${options.uidCount} VM uids (MSB_VM_UID_BASE, MSB_VM_UID_COUNT) are in use. Stop a sandbox or widen the range.`,
+    );
+  }
+
+  const identities: VmIdentities = {
+    gids,
+    privileged: options.privileged,
+    qemuUser: options.privileged
+      ? `dedicated uid per VM (${options.uidBase}-${options.uidBase + options.uidCount - 1}), or the owner of its volumes`
+      : "qemu runs as the server's user",
+
+    async assign(vmId, request) {
+      await identities.release(vmId);
+      const owners = await Promise.all(request.volumes.map((v) => stat(v.realPath)));
+      const decision = decideQemuUser({
+        privileged: options.privileged,
+        volumeOwnerUids: owners.map((o) => o.uid),
+        uidBase: options.uidBase,
+        uidCount: options.uidCount,
+      });
+      if (decision.kind === "server") return { vmId, kind: "server" };
+      const gid = request.network === "any" ? gids.anyNet : gids.publicNet;
+      const uid = decision.kind === "volume-owner" ? decision.uid : allocate(vmId);
+      const identity: VmIdentity = {
+        vmId,
+        kind: decision.kind,
+        credentials: { uid, gid, groups: [gids.shared] },
+      };
+      try {
+        if (decision.kind === "dedicated") {
+          const made: { dir: string; owner: { uid: number; gid: number } }[] = [];
+          grants.set(vmId, made);
+          for (const [i, vol] of request.volumes.entries()) {
+            await setfacl(["-m", `u:${uid}:${vol.readOnly ? "r-x" : "rwx"}`, vol.realPath]);
+            made.push({ dir: vol.realPath, owner: { uid: owners[i]!.uid, gid: owners[i]!.gid } });
+          }
+        }
+        await identities.prepareFile(request.dir, identity, "own");
+        for (const file of request.ownFiles) await prepareFileForVm(file, identity, "own", gids);
+      } catch (err) {
+        await identities.release(vmId);
+        throw err;
+      }
+      return identity;
+    },
+
+    async prepareFile(path, identity, access) {
+      if (identity.credentials === undefined) return;
+      await grantSearch(path, gids, searchable);
+      await prepareFileForVm(path, identity, access, gids);
+    },
+
+    async release(vmId) {
+      const uid = uids.get(vmId);
+      for (const { dir, owner } of grants.get(vmId) ?? []) {
+        await setfacl(["-x", `u:${uid}`, dir]).catch(() => undefined);
+        if (uid !== undefined) await reownTree(dir, uid, owner);
+      }
+      grants.delete(vmId);
+      uids.delete(vmId);
+    },
+  };
+  return identities;
+}
+
+/** Resolves a volume's host directory once, so the ACL and QEMU's descriptor name the same one. */
+export async function resolveVolume(hostPath: string, readOnly: boolean): Promise<VolumeAccess> {
+  return { realPath: await realpath(hostPath), readOnly };
+}
