@@ -1,6 +1,7 @@
 import { Server } from "@grpc/grpc-js";
 import { mkdir, rm } from "node:fs/promises";
 import { cpus, totalmem } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { VmmServiceService } from "@msb/proto";
 import { createLogger, runMain } from "@msb/runtime";
@@ -55,7 +56,11 @@ runMain(
       uidBase: config.vmUidBase,
       uidCount: config.vmUidCount,
       gidBase: config.vmGidBase,
+      grantsDir: join(config.msbHome, "run", "volume-grants"),
     });
+    for (const dir of await identities.reapGrants()) {
+      logger.warn({ dir }, "took back a volume grant an earlier vmm-agent left");
+    }
     const networkPolicy = await installNetworkPolicy({
       privileged,
       publicGid: identities.gids.publicNet,

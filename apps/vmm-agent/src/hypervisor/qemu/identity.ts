@@ -1,6 +1,18 @@
 import { execFile } from "node:child_process";
 import { constants } from "node:fs";
-import { lstat, open, readdir, realpath, stat } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import {
+  lstat,
+  mkdir,
+  open,
+  readFile,
+  readdir,
+  realpath,
+  rename,
+  rm,
+  stat,
+  writeFile,
+} from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { MsbError } from "@msb/errors";
@@ -34,6 +46,18 @@ export interface VmIdentityOptions {
   readonly uidCount: number;
   /** shared = base, public/none = base + 1, any = base + 2. */
   readonly gidBase: number;
+  /**
+   * Root-owned directory where volume grants are recorded until they are undone, so that a
+   * vmm-agent killed with VMs running has them undone at its next start (`reapGrants`).
+   * Never inside a VM's directory: that one is writable by the VM's uid.
+   */
+  readonly grantsDir?: string;
+}
+
+/** One volume directory a dedicated uid was granted, and who owns it. */
+interface Grant {
+  readonly dir: string;
+  readonly owner: { readonly uid: number; readonly gid: number };
 }
 
 /** The three gids VM processes use. */
@@ -207,12 +231,33 @@ export interface VmIdentities {
   prepareFile(path: string, identity: VmIdentity, access: "own" | "shared-read"): Promise<void>;
   /** Removes the VM's volume grants and frees its uid; call once its QEMU has exited. */
   release(vmId: string): Promise<void>;
+  /** Undoes the grants an earlier vmm-agent recorded and did not undo; returns their dirs. */
+  reapGrants(): Promise<string[]>;
+}
+
+async function undoGrants(uid: number, made: readonly Grant[]): Promise<void> {
+  for (const { dir, owner } of made) {
+    await setfacl(["-x", `u:${uid}`, dir]).catch(() => undefined);
+    await reownTree(dir, uid, owner);
+  }
 }
 
 export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
   const gids = vmGids(options.gidBase);
   const uids = new Map<string, number>();
-  const grants = new Map<string, { dir: string; owner: { uid: number; gid: number } }[]>();
+  const grants = new Map<string, Grant[]>();
+  const recordPath = (vmId: string): string | undefined =>
+    options.grantsDir === undefined
+      ? undefined
+      : join(options.grantsDir, `${vmId.replaceAll("/", "~")}.json`);
+  async function record(vmId: string, uid: number, made: readonly Grant[]): Promise<void> {
+    const path = recordPath(vmId);
+    if (path === undefined) return;
+    await mkdir(options.grantsDir!, { recursive: true, mode: 0o700 });
+    const tmp = `${path}.tmp-${randomBytes(4).toString("hex")}`;
+    await writeFile(tmp, JSON.stringify({ uid, grants: made }), { mode: 0o600, flag: "wx" });
+    await rename(tmp, path);
+  }
   const searchable = new Set<string>();
 
   function allocate(vmId: string): number {
@@ -256,11 +301,13 @@ export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
       };
       try {
         if (decision.kind === "dedicated") {
-          const made: { dir: string; owner: { uid: number; gid: number } }[] = [];
+          const made: Grant[] = [];
           grants.set(vmId, made);
           for (const [i, vol] of request.volumes.entries()) {
-            await setfacl(["-m", `u:${uid}:${vol.readOnly ? "r-x" : "rwx"}`, vol.realPath]);
             made.push({ dir: vol.realPath, owner: { uid: owners[i]!.uid, gid: owners[i]!.gid } });
+            // Recorded before it is made: a crash in between leaves a record, never a grant.
+            await record(vmId, uid, made);
+            await setfacl(["-m", `u:${uid}:${vol.readOnly ? "r-x" : "rwx"}`, vol.realPath]);
           }
         }
         await identities.prepareFile(request.dir, identity, "own");
@@ -280,12 +327,31 @@ export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
 
     async release(vmId) {
       const uid = uids.get(vmId);
-      for (const { dir, owner } of grants.get(vmId) ?? []) {
-        await setfacl(["-x", `u:${uid}`, dir]).catch(() => undefined);
-        if (uid !== undefined) await reownTree(dir, uid, owner);
-      }
+      if (uid !== undefined) await undoGrants(uid, grants.get(vmId) ?? []);
+      const path = recordPath(vmId);
+      if (path !== undefined) await rm(path, { force: true });
       grants.delete(vmId);
       uids.delete(vmId);
+    },
+
+    async reapGrants() {
+      if (options.grantsDir === undefined) return [];
+      const names = await readdir(options.grantsDir).catch(() => []);
+      const undone: string[] = [];
+      for (const name of names) {
+        const path = join(options.grantsDir, name);
+        if (name.endsWith(".json")) {
+          const parsed = await readFile(path, "utf8")
+            .then((text) => JSON.parse(text) as { uid: number; grants: Grant[] })
+            .catch(() => undefined);
+          if (parsed !== undefined) {
+            await undoGrants(parsed.uid, parsed.grants);
+            undone.push(...parsed.grants.map((g) => g.dir));
+          }
+        }
+        await rm(path, { force: true });
+      }
+      return undone;
     },
   };
   return identities;
