@@ -112,6 +112,8 @@ export interface InstallNetworkPolicyOptions {
   readonly logger: Logger;
   /** Default /etc/resolv.conf. */
   readonly resolvConfPath?: string;
+  /** Default `iptables` and `ip6tables` from PATH. */
+  readonly binaries?: { readonly v4: string; readonly v6: string };
 }
 
 async function tables(binary: string, args: string[]): Promise<void> {
@@ -183,18 +185,19 @@ export async function installNetworkPolicy(
     () => "",
   );
   const resolvers = parseResolvers(resolvConf);
+  const { v4, v6 } = options.binaries ?? { v4: "iptables", v6: "ip6tables" };
   const remove = async (): Promise<void> => {
-    await removeFamily("iptables", options.publicGid);
-    await removeFamily("ip6tables", options.publicGid);
+    await removeFamily(v4, options.publicGid);
+    await removeFamily(v6, options.publicGid);
   };
   try {
-    await installFamily("iptables", 4, options.publicGid, resolvers.v4);
+    await installFamily(v4, 4, options.publicGid, resolvers.v4);
   } catch (err) {
     await remove();
     return notEnforced(`not enforced: iptables failed: ${describe(err)}`);
   }
   try {
-    await installFamily("ip6tables", 6, options.publicGid, resolvers.v6);
+    await installFamily(v6, 6, options.publicGid, resolvers.v6);
   } catch (err) {
     await remove();
     return notEnforced(`not enforced: ip6tables failed: ${describe(err)}`);
