@@ -75,4 +75,45 @@ describe.skipIf(!isRoot)("VM identities as root (needs root and the acl package)
     expect((await run("getfacl", ["-cp", volume])).stdout).not.toContain("user:1900400000");
     expect(await next.reapGrants()).toEqual([]);
   });
+
+  it("makes a shared file (a template's RAM) readable, not writable, by every VM's QEMU", async () => {
+    const { vmDir, disk } = await setup();
+    const templateDir = join(root, "shm", "templates", "k1");
+    await mkdir(templateDir, { recursive: true, mode: 0o700 });
+    const ram = join(templateDir, "ram");
+    await writeFile(ram, "guest memory", { mode: 0o600 });
+    const ids = createVmIdentities(options);
+    const identity = await ids.assign("ns/a", {
+      network: "public",
+      dir: vmDir,
+      ownFiles: [disk],
+      volumes: [],
+    });
+    await ids.prepareFile(ram, identity, "shared-read");
+    const st = await stat(ram);
+    expect([st.uid, st.gid, st.mode & 0o777]).toEqual([0, 1_900_400_000, 0o640]);
+    // Another VM's QEMU credentials (any uid of the range, shared supplementary gid).
+    const asVm = ["--reuid=1900400007", "--regid=1900400001", "--groups=1900400000", "--"];
+    const read = await run("setpriv", [...asVm, "cat", ram]);
+    expect(read.stdout).toBe("guest memory");
+    const write = await run("setpriv", [...asVm, "sh", "-c", `echo x >> ${ram}`]).then(
+      () => "written",
+      (err: { stderr?: string }) => err.stderr ?? "",
+    );
+    expect(write).toContain("Permission denied");
+    // Without the shared gid (not a VM) the file stays closed.
+    const stranger = await run("setpriv", [
+      "--reuid=1900400008",
+      "--regid=1900400008",
+      "--clear-groups",
+      "--",
+      "cat",
+      ram,
+    ]).then(
+      () => "read",
+      (err: { stderr?: string }) => err.stderr ?? "",
+    );
+    expect(stranger).toContain("Permission denied");
+    await ids.release("ns/a");
+  });
 });
