@@ -265,6 +265,40 @@ describe("network policy", () => {
     );
   });
 
+  it("keeps a public VM off the host's IPv6 loopback (slirp's fec0::2); any reaches it", async (ctx) => {
+    // The agent configures IPv4 only, but the guest is root and slirp speaks IPv6: an attacker
+    // gives eth0 an address in slirp's fec0::/64 itself (ioctl SIOCSIFADDR, no tools needed).
+    const addV6 = (vmId: string, address: string) =>
+      py(
+        vmId,
+        `
+import socket, struct, fcntl, time
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+req = struct.pack("16sIi", socket.inet_pton(socket.AF_INET6, "${address}"), 64, socket.if_nametoindex("eth0"))
+try:
+    fcntl.ioctl(s, 0x8916, req)
+except OSError as e:
+    if e.errno != 17: raise
+want = socket.inet_pton(socket.AF_INET6, "${address}").hex()
+# Usable once duplicate address detection is over (flag 0x40, tentative, cleared).
+while not any(l.split()[0] == want and not int(l.split()[4], 16) & 0x40 for l in open("/proc/net/if_inet6")):
+    time.sleep(0.1)
+print("ok")
+`,
+      );
+    const hasV6Loopback = await greeter("::1", "hello-from-v6-loopback").then(
+      (port) => port,
+      () => undefined,
+    );
+    if (hasV6Loopback === undefined) ctx.skip("the host has no IPv6 loopback");
+    await addV6(PUBLIC, "fec0::15");
+    await addV6(ANY, "fec0::16");
+    expect(await tryConnect(ANY, "fec0::2", hasV6Loopback!)).toBe(
+      "connected hello-from-v6-loopback",
+    );
+    expect(await tryConnect(PUBLIC, "fec0::2", hasV6Loopback!)).toMatch(/^blocked/);
+  });
+
   it("keeps a public VM off metadata, RFC 1918 and CGNAT addresses", async () => {
     // slirp turns the host's refusal into a guest-side timeout or refusal; either is "blocked".
     // (On the development machines every TCP address answers, so "any" connects to these.)
