@@ -209,75 +209,80 @@ describe("/mcp under random and mutated input", () => {
     await h.close();
   });
 
-  it("answers every case with JSON-RPC or an isError tool result, and the session keeps working", async () => {
-    const seed = fuzzSeed();
-    const total = fuzzCases(900);
-    const rng = createRng(seed);
-    const failures: string[] = [];
-    let tried = 0;
-    for (let i = 0; i < total; i++) {
-      const r = rng.next();
-      let what: string;
-      let reply: Reply;
-      let sent: Buffer;
-      if (r < 0.7) {
-        what = "mutated message";
-        sent = Buffer.from(serialize(nextMessage(rng, i + 1)));
-        reply = await send(sent, headers());
-      } else if (r < 0.8) {
-        what = "byte-mutated message";
-        sent = mutateBytes(rng, serialize(nextMessage(rng, i + 1)));
-        reply = await send(sent, headers());
-      } else if (r < 0.85) {
-        what = "batch";
-        sent = Buffer.from(
-          serialize(
-            Array.from({ length: 1 + rng.int(4) }, (_, k) => nextMessage(rng, 10_000 * i + k)),
-          ),
-        );
-        reply = await send(sent, headers());
-      } else if (r < 0.9) {
-        what = "random JSON";
-        sent = Buffer.from(JSON.stringify(randomJson(rng, 4)));
-        reply = await send(sent, headers());
-      } else {
-        what = "session or header variant";
-        sent = Buffer.from(serialize(nextMessage(rng, i + 1)));
-        const variant = rng.pick<Record<string, string>>([
-          { "mcp-session-id": "00000000-0000-0000-0000-000000000000" },
-          {
-            "mcp-session-id": rng
-              .pick(NASTY_STRINGS)
-              .replace(/[^\x20-\x7e]/g, "?")
-              .slice(0, 200),
-          },
-          { accept: "text/html" },
-          { "content-type": "text/plain" },
-          { authorization: "Bearer nope" },
-          { authorization: `Bearer ${h.key("other")}` },
-        ]);
-        // GET on a live session is the standalone SSE stream, open for good: only on others.
-        const method = variant["mcp-session-id"] !== undefined && rng.chance(0.3) ? "GET" : "POST";
-        reply = await send(sent, headers(variant), method);
+  it(
+    "answers every case with JSON-RPC or an isError tool result, and the session keeps working",
+    async () => {
+      const seed = fuzzSeed();
+      const total = fuzzCases(900);
+      const rng = createRng(seed);
+      const failures: string[] = [];
+      let tried = 0;
+      for (let i = 0; i < total; i++) {
+        const r = rng.next();
+        let what: string;
+        let reply: Reply;
+        let sent: Buffer;
+        if (r < 0.7) {
+          what = "mutated message";
+          sent = Buffer.from(serialize(nextMessage(rng, i + 1)));
+          reply = await send(sent, headers());
+        } else if (r < 0.8) {
+          what = "byte-mutated message";
+          sent = mutateBytes(rng, serialize(nextMessage(rng, i + 1)));
+          reply = await send(sent, headers());
+        } else if (r < 0.85) {
+          what = "batch";
+          sent = Buffer.from(
+            serialize(
+              Array.from({ length: 1 + rng.int(4) }, (_, k) => nextMessage(rng, 10_000 * i + k)),
+            ),
+          );
+          reply = await send(sent, headers());
+        } else if (r < 0.9) {
+          what = "random JSON";
+          sent = Buffer.from(JSON.stringify(randomJson(rng, 4)));
+          reply = await send(sent, headers());
+        } else {
+          what = "session or header variant";
+          sent = Buffer.from(serialize(nextMessage(rng, i + 1)));
+          const variant = rng.pick<Record<string, string>>([
+            { "mcp-session-id": "00000000-0000-0000-0000-000000000000" },
+            {
+              "mcp-session-id": rng
+                .pick(NASTY_STRINGS)
+                .replace(/[^\x20-\x7e]/g, "?")
+                .slice(0, 200),
+            },
+            { accept: "text/html" },
+            { "content-type": "text/plain" },
+            { authorization: "Bearer nope" },
+            { authorization: `Bearer ${h.key("other")}` },
+          ]);
+          // GET on a live session is the standalone SSE stream, open for good: only on others.
+          const method =
+            variant["mcp-session-id"] !== undefined && rng.chance(0.3) ? "GET" : "POST";
+          reply = await send(sent, headers(variant), method);
+        }
+        tried++;
+        const wrong = judge(reply);
+        if (wrong !== undefined && failures.length < 8) {
+          failures.push(
+            `#${i} (${what}): ${wrong}\n  sent ${sent.subarray(0, 200).toString("utf8")}\n  got ${reply.status} ${reply.text.slice(0, 300)}`,
+          );
+        }
       }
-      tried++;
-      const wrong = judge(reply);
-      if (wrong !== undefined && failures.length < 8) {
-        failures.push(
-          `#${i} (${what}): ${wrong}\n  sent ${sent.subarray(0, 200).toString("utf8")}\n  got ${reply.status} ${reply.text.slice(0, 300)}`,
-        );
-      }
-    }
 
-    // The session survived all of it.
-    const list = await send(
-      Buffer.from(JSON.stringify({ jsonrpc: "2.0", id: "last", method: "tools/list" })),
-      headers(),
-    );
-    expect(list.status).toBe(200);
-    expect(list.text).toContain("sandbox_run_code");
-    console.log(`mcp fuzz: ${tried} cases, seed ${seed} (replay: MSB_FUZZ_SEED=${seed})`);
-    expect(tried).toBe(total);
-    expect(failures, `seed ${seed}`).toEqual([]);
-  });
+      // The session survived all of it.
+      const list = await send(
+        Buffer.from(JSON.stringify({ jsonrpc: "2.0", id: "last", method: "tools/list" })),
+        headers(),
+      );
+      expect(list.status).toBe(200);
+      expect(list.text).toContain("sandbox_run_code");
+      console.log(`mcp fuzz: ${tried} cases, seed ${seed} (replay: MSB_FUZZ_SEED=${seed})`);
+      expect(tried).toBe(total);
+      expect(failures, `seed ${seed}`).toEqual([]);
+    },
+    /* generous: ~100 ms a case on a loaded 2-core machine */ 120_000 + fuzzCases(900) * 100,
+  );
 });

@@ -1,4 +1,5 @@
 import { ERROR_CODES } from "@msb/errors";
+import type { RpcMethodName } from "../http/routes.js";
 
 /**
  * Input generators and answer checks for the property tests of the HTTP edges
@@ -306,3 +307,29 @@ export function checkResponse(value: unknown): string | undefined {
   if (code === "INTERNAL") return `INTERNAL for bad input: ${e["message"]}`;
   return undefined;
 }
+
+const B64 = Buffer.from("hello").toString("base64");
+
+/**
+ * One valid request per JSON-RPC method (sandbox "sb" in namespace "default"): the starting
+ * points of the fuzz mutations and the calls of the auth matrix. A new method needs a sample
+ * here, or the type check fails.
+ */
+export const RPC_SAMPLES: Readonly<Record<RpcMethodName, Record<string, unknown>>> = {
+  "sandbox.start": {
+    sandbox: "sb",
+    namespace: "default",
+    config: { image: "microsandbox/python", memory: 512, cpus: 1, envs: ["A=1"], workdir: "/w" },
+  },
+  "sandbox.stop": { sandbox: "sb", namespace: "default" },
+  "sandbox.metrics.get": { namespace: "default", sandbox: "sb" },
+  "sandbox.repl.run": { sandbox: "sb", language: "python", code: "print(1)", timeout: 5 },
+  "sandbox.command.run": { sandbox: "sb", command: "ls", args: ["-la", "/"], timeout: 5 },
+  "sandbox.files.write": { sandbox: "sb", path: "/tmp/a", data: B64, mode: 420 },
+  "sandbox.files.read": { sandbox: "sb", path: "/tmp/a", max_bytes: 100 },
+  "image.pull": { reference: "microsandbox/python" },
+  "image.list": {},
+  "image.remove": { reference: "microsandbox/python" },
+  "image.build": { definition_dir: "/tmp/def", tag: "x:1" },
+  "image.push": { reference: "microsandbox/python", target: "localhost:5000/x" },
+};

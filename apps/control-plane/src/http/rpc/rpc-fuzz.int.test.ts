@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   DEEP_MARKER,
   NASTY_STRINGS,
+  RPC_SAMPLES,
   checkResponse,
   createRng,
   deepJson,
@@ -28,28 +29,6 @@ import { RPC_METHOD_NAMES } from "../routes.js";
 
 const BODY_LIMIT = 256 * 1024;
 const MAX_BATCH = 20;
-const B64 = Buffer.from("hello").toString("base64");
-
-/** One valid request per method: the starting points of the mutations. */
-const VALID: Readonly<Record<(typeof RPC_METHOD_NAMES)[number], Record<string, unknown>>> = {
-  "sandbox.start": {
-    sandbox: "sb",
-    namespace: "default",
-    config: { image: "microsandbox/python", memory: 512, cpus: 1, envs: ["A=1"], workdir: "/w" },
-  },
-  "sandbox.stop": { sandbox: "sb", namespace: "default" },
-  "sandbox.metrics.get": { namespace: "*", sandbox: "sb" },
-  "sandbox.repl.run": { sandbox: "sb", language: "python", code: "print(1)", timeout: 5 },
-  "sandbox.command.run": { sandbox: "sb", command: "ls", args: ["-la", "/"], timeout: 5 },
-  "sandbox.files.write": { sandbox: "sb", path: "/tmp/a", data: B64, mode: 420 },
-  "sandbox.files.read": { sandbox: "sb", path: "/tmp/a", max_bytes: 100 },
-  "image.pull": { reference: "microsandbox/python" },
-  "image.list": {},
-  "image.remove": { reference: "microsandbox/python" },
-  "image.build": { path: "/tmp/def", tag: "x:1" },
-  "image.push": { reference: "microsandbox/python", target: "localhost:5000/x" },
-};
-
 interface Case {
   readonly what: string;
   readonly body: Buffer;
@@ -65,13 +44,13 @@ function mutatedRequest(rng: Rng): Record<string, unknown> {
   const req: Record<string, unknown> = {
     jsonrpc: "2.0",
     method,
-    params: VALID[method],
+    params: RPC_SAMPLES[method],
     id: rng.chance(0.5) ? rng.int(1_000_000) : `id-${rng.int(1_000_000)}`,
   };
   const r = rng.next();
   if (r < 0.55) req["params"] = mutateValue(rng, req["params"], replacement(rng));
-  else if (r < 0.65) req["params"] = { ...VALID[method], sandbox: rng.pick(NASTY_STRINGS) };
-  else if (r < 0.7) req["params"] = { ...VALID[method], namespace: rng.pick(NASTY_STRINGS) };
+  else if (r < 0.65) req["params"] = { ...RPC_SAMPLES[method], sandbox: rng.pick(NASTY_STRINGS) };
+  else if (r < 0.7) req["params"] = { ...RPC_SAMPLES[method], namespace: rng.pick(NASTY_STRINGS) };
   else if (r < 0.75) req["id"] = rng.pick([{}, [], true, 1.5, -0, 1e300, "", "x".repeat(5000)]);
   else if (r < 0.8) delete req["id"];
   else if (r < 0.85) req["method"] = rng.pick([...NASTY_STRINGS.slice(0, 20), 5, null, {}]);
@@ -190,7 +169,7 @@ describe("POST /api/v1/rpc under random and mutated input", () => {
     base = await h.app.listen({ port: 0, host: "127.0.0.1" });
     key = h.key("*");
     // A sandbox for the mutations to hit, so they reach the service and not only "not found".
-    const started = await h.rpc("sandbox.start", VALID["sandbox.start"], { key });
+    const started = await h.rpc("sandbox.start", RPC_SAMPLES["sandbox.start"], { key });
     expect(started.statusCode).toBe(200);
   });
   afterAll(async () => {
@@ -221,6 +200,11 @@ describe("POST /api/v1/rpc under random and mutated input", () => {
         },
       );
       req.on("error", reject);
+      // A hang is a finding, not a test timeout: report which case it was.
+      req.setTimeout(30_000, () => {
+        req.destroy();
+        resolve({ status: 0, text: "(no answer within 30 s)", type: "" });
+      });
       req.end(c.body);
     });
   }
@@ -301,51 +285,57 @@ describe("POST /api/v1/rpc under random and mutated input", () => {
     return undefined;
   }
 
-  it("answers every case with well-formed JSON-RPC, echoes ids, leaks nothing, keeps running", async () => {
-    const seed = fuzzSeed();
-    const total = fuzzCases(4_500);
-    const rng = createRng(seed);
-    const failures: string[] = [];
-    const codes = new Map<string, number>();
-    let tried = 0;
-    let next = 0;
-    const cases: Case[] = Array.from({ length: total }, () => nextCase(rng, key));
-    const worker = async (): Promise<void> => {
-      while (next < cases.length) {
-        const index = next++;
-        const c = cases[index]!;
-        if (index % 100 === 0) {
-          // Mutations stop the sandbox now and then; bring it back so runs reach the backend.
-          await h.rpc("sandbox.start", VALID["sandbox.start"], { key });
+  it(
+    "answers every case with well-formed JSON-RPC, echoes ids, leaks nothing, keeps running",
+    async () => {
+      const seed = fuzzSeed();
+      const total = fuzzCases(4_500);
+      const rng = createRng(seed);
+      const failures: string[] = [];
+      const codes = new Map<string, number>();
+      let tried = 0;
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        while (next < total) {
+          const index = next++;
+          // Generated on demand (in index order, so the seed replays): bodies reach megabytes.
+          const c = nextCase(rng, key);
+          if (index % 100 === 0) {
+            // Mutations stop the sandbox now and then; bring it back so runs reach the backend.
+            await h.rpc("sandbox.start", RPC_SAMPLES["sandbox.start"], { key });
+          }
+          const res = await send(c);
+          tried++;
+          const m = /"code":"([A-Z_]+)"/.exec(res.text);
+          const label = `${res.status} ${m?.[1] ?? "result"}`;
+          codes.set(label, (codes.get(label) ?? 0) + 1);
+          const wrong = judge(c, res);
+          if (wrong !== undefined && failures.length < 8) {
+            failures.push(
+              `#${index} (${c.what}): ${wrong}\n  sent ${c.body.subarray(0, 200).toString("utf8")}\n  got ${res.status} ${res.text.slice(0, 300)}`,
+            );
+          }
         }
-        const res = await send(c);
-        tried++;
-        const m = /"code":"([A-Z_]+)"/.exec(res.text);
-        const label = `${res.status} ${m?.[1] ?? "result"}`;
-        codes.set(label, (codes.get(label) ?? 0) + 1);
-        const wrong = judge(c, res);
-        if (wrong !== undefined && failures.length < 8) {
-          failures.push(
-            `#${index} (${c.what}): ${wrong}\n  sent ${c.body.subarray(0, 200).toString("utf8")}\n  got ${res.status} ${res.text.slice(0, 300)}`,
-          );
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: 6 }, worker));
+      };
+      await Promise.all(Array.from({ length: 6 }, worker));
 
-    const health = await send(
-      { what: "health", body: Buffer.alloc(0), headers: {} },
-      "/api/v1/health",
-      "GET",
-    );
-    expect(health.status).toBe(200);
-    console.log(
-      `rpc fuzz: ${tried} cases, seed ${seed} (replay: MSB_FUZZ_SEED=${seed}); answers: ${[...codes]
-        .sort((a, b) => b[1] - a[1])
-        .map(([k, v]) => `${k}×${v}`)
-        .join(", ")}`,
-    );
-    expect(tried).toBe(total);
-    expect(failures, `seed ${seed}`).toEqual([]);
-  });
+      const health = await send(
+        { what: "health", body: Buffer.alloc(0), headers: {} },
+        "/api/v1/health",
+        "GET",
+      );
+      expect(health.status).toBe(200);
+      console.log(
+        `rpc fuzz: ${tried} cases, seed ${seed} (replay: MSB_FUZZ_SEED=${seed}); answers: ${[
+          ...codes,
+        ]
+          .sort((a, b) => b[1] - a[1])
+          .map(([k, v]) => `${k}×${v}`)
+          .join(", ")}`,
+      );
+      expect(tried).toBe(total);
+      expect(failures, `seed ${seed}`).toEqual([]);
+    },
+    /* generous: ~100 ms a case on a loaded 2-core machine */ 120_000 + fuzzCases(4_500) * 100,
+  );
 });
