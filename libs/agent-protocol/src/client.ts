@@ -148,11 +148,16 @@ const AGENT_CODE_MAP: Readonly<Record<string, ErrorCode>> = {
   window_exceeded: "AGENT_PROTOCOL_ERROR",
   bad_frame: "AGENT_PROTOCOL_ERROR",
   bad_frame_length: "AGENT_PROTOCOL_ERROR",
+  io_error: "INTERNAL",
+  spawn_failed: "INTERNAL",
+  internal: "INTERNAL",
 };
 
 /** Turns an agent `{error:{code,message}}` into an MsbError; the agent's code stays in details. */
 function agentError(op: string, code: string, message: string): MsbError {
-  return new MsbError(AGENT_CODE_MAP[code] ?? "INTERNAL", `${op}: ${message}`, {
+  // A code outside docs/agent-protocol.md comes from a broken or hostile guest, not from a
+  // fault of msb: the caller sees AGENT_PROTOCOL_ERROR.
+  return new MsbError(AGENT_CODE_MAP[code] ?? "AGENT_PROTOCOL_ERROR", `${op}: ${message}`, {
     details: { agentCode: code, op },
   });
 }
@@ -166,6 +171,9 @@ interface StreamState {
   responded: boolean;
   /** Host → guest credit for STDIN/CTRL_IN. */
   sendCredit: number;
+  /** Guest → host credit for STDOUT/STDERR/CTRL_OUT: what the guest may still send. A guest
+   * that sends more is hostile or broken, and host memory would no longer be bounded. */
+  recvCredit: number;
   creditWaiters: Array<() => void>;
   onData?: (kind: FrameKind, payload: Buffer) => void;
   onExit?: (exit: ExitStatus) => void;
@@ -495,6 +503,7 @@ export class AgentClient {
       response,
       responded: false,
       sendCredit: this.#windowBytes,
+      recvCredit: this.#windowBytes,
       creditWaiters: [],
       endOnResponse,
       requestSent: deferred<void>(),
@@ -620,6 +629,7 @@ export class AgentClient {
 
   #credit(state: StreamState, n: number): void {
     if (n <= 0 || this.#closed || this.#streams.get(state.id) !== state) return;
+    state.recvCredit += n;
     const p = Buffer.allocUnsafe(4);
     p.writeUInt32BE(n, 0);
     this.#send(FrameKind.WINDOW, state.id, p);
@@ -733,6 +743,16 @@ export class AgentClient {
           this.#fatal(protocolError(`unexpected data on stream ${f.stream} (${state.op})`));
           return;
         }
+        if (f.payload.length > state.recvCredit) {
+          this.#fatal(
+            protocolError(
+              `${f.payload.length} bytes of output on stream ${f.stream} with ${state.recvCredit} bytes of flow-control window left`,
+              { stream: f.stream, windowLeft: state.recvCredit },
+            ),
+          );
+          return;
+        }
+        state.recvCredit -= f.payload.length;
         state.onData(f.kind, f.payload);
         return;
       }

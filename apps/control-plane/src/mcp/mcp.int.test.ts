@@ -1,6 +1,10 @@
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import {
+  CallToolResultSchema,
+  GetPromptResultSchema,
+  type CallToolResult,
+} from "@modelcontextprotocol/sdk/types.js";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { codeResult, out } from "../test-support/fakes.js";
 import { createHarness, type Harness } from "../test-support/harness.js";
@@ -165,5 +169,23 @@ describe("MCP at /mcp over a real HTTP connection", () => {
       body: JSON.stringify({ jsonrpc: "2.0", method: "tools/list", id: 2 }),
     });
     expect(after.status).toBe(404);
+  });
+
+  it("answers malformed tools/call and prompts/get params with -32602, not -32603 (fuzz finding)", async () => {
+    const client = await connect(h.key("*"));
+    await expect(
+      client.request(
+        { method: "tools/call", params: { name: "sandbox_stop", arguments: 0.5 } },
+        CallToolResultSchema,
+      ),
+    ).rejects.toMatchObject({ code: -32602 });
+    await expect(
+      client.request({ method: "prompts/get", params: { name: 5 } }, GetPromptResultSchema),
+    ).rejects.toMatchObject({ code: -32602 });
+    await expect(
+      client.request({ method: "prompts/get", params: { name: 5 } }, GetPromptResultSchema),
+    ).rejects.toThrow(/sandbox_name/);
+    // The session still works.
+    expect((await client.listTools()).tools).toHaveLength(5);
   });
 });

@@ -14,7 +14,7 @@ import { MsbError, toJsonRpcError, toMsbError } from "@msb/errors";
 import { NAME_PATTERN } from "@msb/keys";
 import type { Logger } from "@msb/runtime";
 import { randomUUID } from "node:crypto";
-import type { z } from "zod";
+import { z } from "zod";
 import { zodToJsonSchema } from "zod-to-json-schema";
 import type { Caller } from "../auth/caller.js";
 import {
@@ -105,8 +105,10 @@ export function createMcpServer(
   server.setRequestHandler(ListToolsRequestSchema, () => ({ tools: toolList }));
 
   server.setRequestHandler(
-    CallToolRequestSchema,
-    async (request, extra): Promise<CallToolResult> => {
+    looseRequest("tools/call"),
+    async (loose, extra): Promise<CallToolResult> => {
+      // The SDK's tools/call wrapper has checked the params by now (-32602 otherwise).
+      const request = CallToolRequestSchema.parse(loose);
       const tool = tools.find((t) => t.name === request.params.name);
       try {
         if (tool === undefined) {
@@ -161,7 +163,15 @@ export function createMcpServer(
     })),
   }));
 
-  server.setRequestHandler(GetPromptRequestSchema, (request): GetPromptResult => {
+  server.setRequestHandler(looseRequest("prompts/get"), (loose): GetPromptResult => {
+    const parsed = GetPromptRequestSchema.safeParse(loose);
+    if (!parsed.success) {
+      throw new McpError(
+        McpErrorCode.InvalidParams,
+        'prompts/get needs params {"name": "<prompt>", "arguments": {"sandbox_name": "...", "namespace": "..."}} with string values.',
+      );
+    }
+    const request = parsed.data;
     const prompt = PROMPTS.find((p) => p.name === request.params.name);
     if (prompt === undefined) {
       throw new McpError(
@@ -201,6 +211,15 @@ const PROMPTS = [
       `Create a Node.js sandbox named "${name}" in namespace "${ns}": call sandbox_start with {"sandbox": "${name}", "namespace": "${ns}", "config": {"image": "microsandbox/node", "memory": 512, "cpus": 1}}. Then run JavaScript with sandbox_run_code ({"sandbox": "${name}", "namespace": "${ns}", "language": "nodejs", "code": "..."}); variables and top-level await work across calls. Use sandbox_run_command for shell commands (e.g. npm install). Call sandbox_stop when done.`,
   },
 ] as const;
+
+/**
+ * A request schema that only pins the method. The SDK parses a request with the handler's
+ * schema before calling it and answers a mismatch as -32603 with zod's raw issue dump; bad
+ * params from a client are -32602 with a readable message, so the handlers check them.
+ */
+function looseRequest<M extends string>(method: M) {
+  return z.object({ method: z.literal(method), params: z.unknown() }).passthrough();
+}
 
 function inputSchemaOf(schema: z.ZodType): Tool["inputSchema"] {
   const json: Record<string, unknown> = zodToJsonSchema(schema, {

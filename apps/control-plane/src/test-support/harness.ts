@@ -10,6 +10,8 @@ import { createApp } from "../app.js";
 import { createAuthenticator } from "../auth/authenticate.js";
 import { loadConfig, type ControlPlaneConfig } from "../config.js";
 import { createHealthProbe } from "../health.js";
+import { FakeImageStore } from "../images/fake-image-store.js";
+import { createImageService } from "../images/service.js";
 import { createSandboxPolicy } from "../sandboxes/policy.js";
 import { createSandboxService, type SandboxService } from "../sandboxes/service.js";
 import { openSandboxStore, type SandboxStore } from "../sandboxes/store.js";
@@ -23,6 +25,10 @@ export interface HarnessOptions {
   /** Reuse a home (and its msb.db) from an earlier harness: a control plane restart. */
   readonly home?: string;
   readonly vmm?: FakeVmmBackend;
+  /** Serve the `image.*` methods from an in-memory image store. */
+  readonly images?: boolean;
+  /** pino level of the captured log; default "info". */
+  readonly logLevel?: string;
 }
 
 export interface Harness {
@@ -30,6 +36,8 @@ export interface Harness {
   readonly config: ControlPlaneConfig;
   readonly image: FakeImageBackend;
   readonly vmm: FakeVmmBackend;
+  /** The image store behind `image.*` (only with `images: true`). */
+  readonly imageStore: FakeImageStore | undefined;
   readonly service: SandboxService;
   readonly store: SandboxStore;
   /** The user's home directory (a volume root in dev mode); MSB_HOME is `<home>/.msb`. */
@@ -69,7 +77,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       done();
     },
   });
-  const logger = pino({ level: "info" }, sink);
+  const logger = pino({ level: options.logLevel ?? "info" }, sink);
   const secret = randomBytes(32).toString("hex");
   const image = new FakeImageBackend();
   const vmm = options.vmm ?? new FakeVmmBackend();
@@ -82,9 +90,11 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       runMaxMs: config.timeouts.runMaxMs,
     },
   );
+  const imageStore = options.images === true ? new FakeImageStore() : undefined;
   const app = createApp(
     {
       sandboxes: service,
+      ...(imageStore === undefined ? {} : { images: createImageService({ store: imageStore }) }),
       auth: createAuthenticator({
         dev: config.dev,
         secret,
@@ -117,6 +127,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     config,
     image,
     vmm,
+    imageStore,
     service,
     store,
     home,
