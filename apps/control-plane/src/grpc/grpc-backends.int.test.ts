@@ -53,9 +53,25 @@ describe("gRPC backends", () => {
           hostCpus: 2,
           hostMemoryTotalBytes: 0,
           hostMemoryAvailableBytes: 0,
-          vmsRunning: 0,
-          maxVms: 0,
+          vmsRunning: 2,
+          maxVms: 24,
           acceleratorNote: "kvm probe failed",
+          templates: [
+            {
+              key: "k1",
+              imageReference: "docker.io/x:latest",
+              memoryMib: 512,
+              vcpus: 1,
+              state: "ready",
+              reason: "",
+              warmLanguage: "python",
+              poolReady: 1,
+              poolTarget: 2,
+              buildMs: 4000,
+            },
+          ],
+          starts: { poolHits: 3, poolMisses: 1, templateRestores: 1, coldBoots: 2 },
+          vmsPaused: 1,
         }),
       ),
       createVm: unaryHandler(silent, "CreateVm", (req: CreateVmRequest) => {
@@ -72,7 +88,9 @@ describe("gRPC backends", () => {
             vcpus: req.vcpus,
             imageReference: req.imageReference,
             bootMs: 600,
-            startKind: "cold",
+            startKind: "pool",
+            acceleratorNote: "",
+            paused: false,
           },
         });
       }),
@@ -248,6 +266,9 @@ describe("gRPC backends", () => {
       await expect(vmm.createVm(spec, signal())).resolves.toMatchObject({
         vmId: "default/sb",
         status: "running",
+        startKind: "pool",
+        bootMs: 600,
+        paused: false,
       });
       expect(created.at(-1)).toMatchObject({
         vmId: "default/sb",
@@ -265,6 +286,24 @@ describe("gRPC backends", () => {
         hypervisor: "qemu",
         version: "1",
         note: "kvm probe failed",
+        vmsRunning: 2,
+        maxVms: 24,
+        vmsPaused: 1,
+        templates: [
+          {
+            key: "k1",
+            imageReference: "docker.io/x:latest",
+            memoryMib: 512,
+            vcpus: 1,
+            state: "ready",
+            reason: "",
+            warmLanguage: "python",
+            poolReady: 1,
+            poolTarget: 2,
+            buildMs: 4000,
+          },
+        ],
+        starts: { poolHits: 3, poolMisses: 1, templateRestores: 1, coldBoots: 2 },
       });
     } finally {
       vmm.close();
