@@ -88,12 +88,8 @@ export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBac
           poolTarget: t.poolTarget,
           buildMs: t.buildMs,
         })),
-        starts: {
-          poolHits: res.starts?.poolHits ?? 0,
-          poolMisses: res.starts?.poolMisses ?? 0,
-          templateRestores: res.starts?.templateRestores ?? 0,
-          coldBoots: res.starts?.coldBoots ?? 0,
-        },
+        // Absent from a vmm-agent that does not count starts: left out, never reported as zeros.
+        ...(res.starts === undefined ? {} : { starts: { ...res.starts } }),
       };
     },
 
