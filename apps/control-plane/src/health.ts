@@ -1,5 +1,5 @@
 import { MsbError } from "@msb/errors";
-import type { HostIsolation, ImageBackend, VmmBackend } from "./sandboxes/backends.js";
+import type { HostInfo, HostIsolation, ImageBackend, VmmBackend } from "./sandboxes/backends.js";
 
 export const HEALTHY_MESSAGE = "Service is healthy";
 
@@ -7,6 +7,43 @@ export interface ServiceHealth {
   readonly status: "up" | "down";
   /** Why it is down: the error's message. */
   readonly error?: string;
+}
+
+/** A template snapshot and its warm pool, as health reports it (snake_case like the API). */
+export interface TemplateHealth {
+  readonly key: string;
+  readonly image: string;
+  readonly memory_mib: number;
+  readonly vcpus: number;
+  /** "building", "ready" or "failed". */
+  readonly state: string;
+  readonly reason: string;
+  /** Language whose REPL is warm in the snapshot, "" for none. */
+  readonly warm_language: string;
+  readonly pool_ready: number;
+  readonly pool_target: number;
+  readonly build_ms: number;
+}
+
+/** The vmm agent as health reports it when it answers. */
+export interface VmmHealth extends ServiceHealth {
+  readonly hypervisor?: string;
+  readonly note?: string;
+  readonly vms_running?: number;
+  readonly max_vms?: number;
+  /** Idle VMs the vmm agent paused (each resumes on its next call). */
+  readonly vms_paused?: number;
+  /** How VMs were started since the vmm agent started. */
+  readonly starts?: {
+    readonly pool_hits: number;
+    readonly pool_misses: number;
+    readonly template_restores: number;
+    readonly cold_boots: number;
+  };
+  /** Template snapshots and warm pools; empty when templates are off or none exist yet. */
+  readonly templates?: readonly TemplateHealth[];
+  /** QEMU seccomp, QEMU's user, network policy enforcement (and why not). */
+  readonly isolation?: HostIsolation;
 }
 
 export interface HealthReport {
@@ -19,12 +56,7 @@ export interface HealthReport {
     readonly accelerator: string;
     readonly services: {
       readonly image: ServiceHealth;
-      readonly vmm: ServiceHealth & {
-        readonly hypervisor?: string;
-        readonly note?: string;
-        /** QEMU seccomp, QEMU's user, network policy enforcement (and why not). */
-        readonly isolation?: HostIsolation;
-      };
+      readonly vmm: VmmHealth;
     };
   };
 }
@@ -53,15 +85,10 @@ export function createHealthProbe(
         image.status === "fulfilled"
           ? { status: "up" }
           : { status: "down", error: describe(image.reason) };
-      const vmmHealth =
+      const vmmHealth: VmmHealth =
         host.status === "fulfilled"
-          ? {
-              status: "up" as const,
-              hypervisor: host.value.hypervisor,
-              note: host.value.note,
-              ...(host.value.isolation === undefined ? {} : { isolation: host.value.isolation }),
-            }
-          : { status: "down" as const, error: describe(host.reason) };
+          ? vmmUp(host.value)
+          : { status: "down", error: describe(host.reason) };
       const down = [
         ...(imageHealth.status === "down" ? ["the image service"] : []),
         ...(vmmHealth.status === "down" ? ["the vmm agent"] : []),
@@ -79,5 +106,43 @@ export function createHealthProbe(
         },
       };
     },
+  };
+}
+
+function vmmUp(host: HostInfo): VmmHealth {
+  return {
+    status: "up",
+    hypervisor: host.hypervisor,
+    note: host.note,
+    ...(host.isolation === undefined ? {} : { isolation: host.isolation }),
+    ...(host.vmsRunning === undefined ? {} : { vms_running: host.vmsRunning }),
+    ...(host.maxVms === undefined ? {} : { max_vms: host.maxVms }),
+    ...(host.vmsPaused === undefined ? {} : { vms_paused: host.vmsPaused }),
+    ...(host.starts === undefined
+      ? {}
+      : {
+          starts: {
+            pool_hits: host.starts.poolHits,
+            pool_misses: host.starts.poolMisses,
+            template_restores: host.starts.templateRestores,
+            cold_boots: host.starts.coldBoots,
+          },
+        }),
+    ...(host.templates === undefined
+      ? {}
+      : {
+          templates: host.templates.map((t) => ({
+            key: t.key,
+            image: t.imageReference,
+            memory_mib: t.memoryMib,
+            vcpus: t.vcpus,
+            state: t.state,
+            reason: t.reason,
+            warm_language: t.warmLanguage,
+            pool_ready: t.poolReady,
+            pool_target: t.poolTarget,
+            build_ms: t.buildMs,
+          })),
+        }),
   };
 }

@@ -9,3 +9,9 @@ export {
   type PushedRawImage,
   type RawLayer,
 } from "./push.js";
+export {
+  MSB_CLI,
+  startMsbServer,
+  type MsbServer,
+  type StartMsbServerOptions,
+} from "./msb-server.js";

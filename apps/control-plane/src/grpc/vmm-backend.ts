@@ -16,6 +16,7 @@ import type {
   ExecResultEvent,
   OutputEvent,
   RunCodeResultEvent,
+  StartKind,
   VmInfo,
   VmNetwork,
   VmStatus,
@@ -73,6 +74,23 @@ export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBac
         version: res.version,
         note: res.acceleratorNote,
         ...(res.isolation === undefined ? {} : { isolation: { ...res.isolation } }),
+        vmsRunning: res.vmsRunning,
+        maxVms: res.maxVms,
+        vmsPaused: res.vmsPaused,
+        templates: res.templates.map((t) => ({
+          key: t.key,
+          imageReference: t.imageReference,
+          memoryMib: t.memoryMib,
+          vcpus: t.vcpus,
+          state: t.state,
+          reason: t.reason,
+          warmLanguage: t.warmLanguage,
+          poolReady: t.poolReady,
+          poolTarget: t.poolTarget,
+          buildMs: t.buildMs,
+        })),
+        // Absent from a vmm-agent that does not count starts: left out, never reported as zeros.
+        ...(res.starts === undefined ? {} : { starts: { ...res.starts } }),
       };
     },
 
@@ -252,11 +270,18 @@ const STATUS: Readonly<Partial<Record<VmState, VmStatus>>> = {
   [VmState.VM_STATE_FAILED]: "failed",
 };
 
+const START_KINDS: ReadonlySet<string> = new Set<StartKind>(["cold", "template", "pool"]);
+
 function toVmInfo(vm: Vm | undefined, vmId: string): VmInfo {
+  // An older vmm-agent sends "" and 0: unknown, so left out rather than reported as cold.
+  const startKind = vm !== undefined && START_KINDS.has(vm.startKind) ? vm.startKind : undefined;
   return {
     vmId: vm?.vmId ?? vmId,
     status: vm === undefined ? "unknown" : (STATUS[vm.state] ?? "unknown"),
     reason: vm?.reason ?? "",
     accelerator: vm?.accelerator ?? "",
+    ...(startKind === undefined ? {} : { startKind: startKind as StartKind }),
+    ...(vm === undefined || vm.bootMs === 0 ? {} : { bootMs: vm.bootMs }),
+    ...(vm === undefined ? {} : { paused: vm.paused }),
   };
 }

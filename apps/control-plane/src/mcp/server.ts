@@ -54,7 +54,11 @@ export function createMcpServer(
       schema: startParamsSchema,
       run: async (args, caller) => {
         const r = await service.start(caller, parseParams(startParamsSchema, args));
-        return `Sandbox ${r.name} started successfully (namespace ${r.namespace}, image ${r.image}${r.alreadyRunning ? ", it was already running" : ""}).`;
+        const how =
+          r.startKind === null
+            ? ""
+            : `, ${r.startKind} start${r.bootMs === null ? "" : ` in ${r.bootMs} ms`}`;
+        return `Sandbox ${r.name} started successfully (namespace ${r.namespace}, image ${r.image}${r.alreadyRunning ? ", it was already running" : how}).`;
       },
     },
     {

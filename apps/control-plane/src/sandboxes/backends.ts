@@ -25,11 +25,20 @@ export interface ImageBackend {
 
 export type VmStatus = "starting" | "running" | "stopping" | "stopped" | "failed" | "unknown";
 
+/** How the vmm-agent started a VM: booted, restored from a template snapshot, or taken from the warm pool. */
+export type StartKind = "cold" | "template" | "pool";
+
 export interface VmInfo {
   readonly vmId: string;
   readonly status: VmStatus;
   readonly reason: string;
   readonly accelerator: string;
+  /** Unknown (absent) when the vmm-agent does not report it. */
+  readonly startKind?: StartKind;
+  /** Spawn (or restore) to the guest agent's READY, in ms; absent when not reported. */
+  readonly bootMs?: number;
+  /** Paused because it was idle; resumes on its next call. */
+  readonly paused?: boolean;
 }
 
 export interface VmVolume {
@@ -71,11 +80,45 @@ export interface VmUsage {
   readonly diskUsedBytes: number;
 }
 
+/** One template snapshot of the vmm-agent and its warm pool (GetHostInfo). */
+export interface TemplateInfo {
+  /** Short hash of everything the snapshot depends on. */
+  readonly key: string;
+  readonly imageReference: string;
+  readonly memoryMib: number;
+  readonly vcpus: number;
+  /** "building", "ready" or "failed". */
+  readonly state: string;
+  /** Why it failed ("" otherwise). */
+  readonly reason: string;
+  /** Language whose REPL is warm in the snapshot, "" for none. */
+  readonly warmLanguage: string;
+  /** Paused, restored VMs ready to be claimed. */
+  readonly poolReady: number;
+  readonly poolTarget: number;
+  /** Boot + warm-up + snapshot time, ms. */
+  readonly buildMs: number;
+}
+
+/** CreateVm outcomes by path since the vmm-agent started. */
+export interface StartCounters {
+  readonly poolHits: number;
+  readonly poolMisses: number;
+  readonly templateRestores: number;
+  readonly coldBoots: number;
+}
+
 export interface HostInfo {
   readonly accelerator: string;
   readonly hypervisor: string;
   readonly version: string;
   readonly note: string;
+  readonly vmsRunning?: number;
+  readonly maxVms?: number;
+  /** Idle VMs paused by the vmm-agent. */
+  readonly vmsPaused?: number;
+  readonly templates?: readonly TemplateInfo[];
+  readonly starts?: StartCounters;
   /** Which host-side protections confine the VMs; absent from a vmm-agent that predates it. */
   readonly isolation?: HostIsolation;
 }

@@ -88,6 +88,9 @@ describe("the sandbox JSON-RPC flow", () => {
           state: "running",
           reason: null,
           image: "microsandbox/python",
+          start_kind: null,
+          boot_ms: null,
+          paused: false,
         },
       ],
     });

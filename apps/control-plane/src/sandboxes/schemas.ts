@@ -61,6 +61,11 @@ export const startParamsSchema = z.object({
   sandbox: name("sandbox name"),
   namespace,
   config: sandboxConfigSchema.optional(),
+  /**
+   * Answer with an object (message, start_kind, boot_ms, …) instead of the SPEC's sentence.
+   * Opt-in so that clients comparing the sentence keep working.
+   */
+  details: z.boolean({ invalid_type_error: "must be true or false" }).optional(),
 });
 export type StartParams = z.infer<typeof startParamsSchema>;
 

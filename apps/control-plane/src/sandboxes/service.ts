@@ -7,6 +7,7 @@ import type {
   ImageBackend,
   OutputStreamName,
   RunCodeResultEvent,
+  StartKind,
   VmInfo,
   VmmBackend,
 } from "./backends.js";
@@ -34,6 +35,10 @@ export interface StartResult {
   /** True when the sandbox was already running with this configuration (idempotent start). */
   readonly alreadyRunning: boolean;
   readonly image: string;
+  /** How its VM was started (for an idempotent start: how the running VM was); null when the vmm-agent does not say. */
+  readonly startKind: StartKind | null;
+  /** Spawn or restore to the guest agent's READY, ms; null when not reported. */
+  readonly bootMs: number | null;
 }
 
 export interface StopResult {
@@ -58,6 +63,12 @@ export interface SandboxMetricsEntry {
   readonly state: SandboxState;
   readonly reason: string | null;
   readonly image: string;
+  /** How the running VM was started ("cold", "template", "pool"); null when stopped or unknown. */
+  readonly start_kind: StartKind | null;
+  /** Its spawn/restore to READY time in ms; null when stopped or unknown. */
+  readonly boot_ms: number | null;
+  /** Paused by the vmm-agent because it was idle (it resumes on the next call). */
+  readonly paused: boolean;
 }
 
 export interface MetricsResult {
@@ -284,6 +295,21 @@ export function createSandboxService(
     }
   };
 
+  /** The vmm-agent's view of its VMs by id; empty when it cannot say (metrics stay useful). */
+  const vmsById = async (signal: AbortSignal): Promise<ReadonlyMap<string, VmInfo>> => {
+    try {
+      return new Map((await vmm.listVms(signal)).map((vm) => [vm.vmId, vm]));
+    } catch (err) {
+      logger.warn({ err }, "could not list VMs for start kinds");
+      return new Map();
+    }
+  };
+
+  const startFacts = (vm: VmInfo | undefined) => ({
+    startKind: vm?.startKind ?? null,
+    bootMs: vm?.bootMs ?? null,
+  });
+
   const stopQuietly = async (vmId: string): Promise<void> => {
     try {
       await vmm.stopVm(vmId, lifecycle);
@@ -314,7 +340,10 @@ export function createSandboxService(
         const result = { namespace, name, state: "running" as const, image: config.image };
 
         if (existing?.state === "running") {
-          if (existing.configHash === hash) return { ...result, alreadyRunning: true };
+          if (existing.configHash === hash) {
+            const vm = (await vmsById(lifecycle)).get(existing.vmId);
+            return { ...result, alreadyRunning: true, ...startFacts(vm) };
+          }
           const fields = differingFields(existing.config, config);
           throw new MsbError(
             "SANDBOX_EXISTS",
@@ -333,7 +362,7 @@ export function createSandboxService(
         try {
           const rootfs = await image.prepareRootfs(config.image, lifecycle);
           vmRequested = true;
-          await vmm.createVm(
+          const vm = await vmm.createVm(
             {
               vmId,
               rootfs,
@@ -355,7 +384,7 @@ export function createSandboxService(
             { namespace, sandbox: name, image: config.image, caller: caller.id },
             "sandbox running",
           );
-          return { ...result, alreadyRunning: false };
+          return { ...result, alreadyRunning: false, ...startFacts(vm) };
         } catch (err) {
           const known = err instanceof MsbError && err.code !== "INTERNAL";
           store.apply(namespace, name, {
@@ -413,6 +442,9 @@ export function createSandboxService(
           throw notFound(params.namespace === "*" ? "*" : params.namespace, params.sandbox);
         }
       }
+      const vms = records.some((r) => r.state === "running")
+        ? await vmsById(signal)
+        : new Map<string, VmInfo>();
       const sandboxes = await Promise.all(
         records.map(async (r): Promise<SandboxMetricsEntry> => {
           const base = {
@@ -421,13 +453,21 @@ export function createSandboxService(
             state: r.state,
             reason: r.reason,
             image: r.config.image,
+            start_kind: null,
+            boot_ms: null,
+            paused: false,
           };
           const idle = { ...base, running: false, cpu_usage: 0, memory_usage: 0, disk_usage: 0 };
           if (r.state !== "running") return idle;
+          const vm = vms.get(r.vmId);
+          const facts = startFacts(vm);
           try {
             const usage = await vmm.vmUsage(r.vmId, signal);
             return {
               ...base,
+              start_kind: facts.startKind,
+              boot_ms: facts.bootMs,
+              paused: vm?.paused ?? false,
               running: usage.running,
               cpu_usage: Math.round(usage.cpuPercent * 100) / 100,
               memory_usage: Math.round(usage.memoryUsedBytes / (1024 * 1024)),

@@ -3,6 +3,7 @@ import type {
   CreateVmSpec,
   ExecRequest,
   ExecResultEvent,
+  HostInfo,
   ImageBackend,
   OutputEvent,
   PreparedRootfs,
@@ -83,10 +84,20 @@ export const execResult = (
   ...extra,
 });
 
+/** What a vmm-agent reports about how a VM was started. */
+export type VmStartFacts = Pick<VmInfo, "startKind" | "bootMs" | "paused">;
+
 /** A vmm-agent that "boots" instantly; scripts decide what runs print. */
 export class FakeVmmBackend implements VmmBackend {
   down = false;
-  readonly vms = new Map<string, { spec: CreateVmSpec; status: VmInfo["status"] }>();
+  readonly vms = new Map<
+    string,
+    { spec: CreateVmSpec; status: VmInfo["status"]; start?: VmStartFacts }
+  >();
+  /** How the next VMs "start" (start kind, boot ms, paused), as a vmm-agent reports it. */
+  nextStart: VmStartFacts | undefined;
+  /** Merged into hostInfo (templates, start counters, paused VMs). */
+  hostExtras: Partial<HostInfo> = {};
   readonly created: CreateVmSpec[] = [];
   readonly stopped: string[] = [];
   /** Thrown by createVm when set (e.g. VM_BOOT_FAILED). */
@@ -118,6 +129,7 @@ export class FakeVmmBackend implements VmmBackend {
         networkPolicyEnforced: false,
         networkPolicyNote: "not enforced: the vmm-agent does not run as root",
       },
+      ...this.hostExtras,
     });
   }
 
@@ -126,8 +138,9 @@ export class FakeVmmBackend implements VmmBackend {
     this.created.push(spec);
     if (this.bootGate !== undefined) await this.bootGate;
     if (this.failCreateWith !== undefined) throw this.failCreateWith;
-    this.vms.set(spec.vmId, { spec, status: "running" });
-    return { vmId: spec.vmId, status: "running", reason: "", accelerator: "tcg" };
+    const start = this.nextStart;
+    this.vms.set(spec.vmId, { spec, status: "running", ...(start === undefined ? {} : { start }) });
+    return { vmId: spec.vmId, status: "running", reason: "", accelerator: "tcg", ...start };
   }
 
   stopVm(vmId: string): Promise<void> {
@@ -147,6 +160,7 @@ export class FakeVmmBackend implements VmmBackend {
         status: vm.status,
         reason: "",
         accelerator: "tcg",
+        ...vm.start,
       })),
     );
   }

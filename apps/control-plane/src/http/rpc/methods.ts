@@ -54,8 +54,19 @@ export function createRpcMethods(
     [
       "sandbox.start",
       async (params, { caller }) => {
-        const r = await service.start(caller, parseParams(startParamsSchema, params));
-        return `Sandbox ${r.name} started successfully`;
+        const parsed = parseParams(startParamsSchema, params);
+        const r = await service.start(caller, parsed);
+        const message = `Sandbox ${r.name} started successfully`;
+        if (parsed.details !== true) return message;
+        return {
+          message,
+          namespace: r.namespace,
+          sandbox: r.name,
+          image: r.image,
+          already_running: r.alreadyRunning,
+          start_kind: r.startKind,
+          boot_ms: r.bootMs,
+        };
       },
     ],
     [

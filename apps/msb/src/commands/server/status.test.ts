@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { renderStatus, type StatusReport } from "./status.js";
+import { renderStatus, vmmStatusOf, type StatusReport } from "./status.js";
 
 const report: StatusReport = {
   running: true,
@@ -22,6 +22,8 @@ const report: StatusReport = {
       cpu_usage: 1.234,
       memory_usage: 85,
       disk_usage: 12 * 1024 * 1024,
+      start_kind: "pool",
+      boot_ms: 120,
     },
     {
       namespace: "production",
@@ -46,9 +48,9 @@ describe("renderStatus", () => {
         "vmm-agent      102  running",
         "control-plane  -    down",
         "",
-        "NAMESPACE   NAME      STATUS   CPU   MEMORY  DISK",
-        "default     app       running  1.2%  85 MiB  12.0 MiB",
-        "production  database  stopped  -     -       -",
+        "NAMESPACE   NAME      STATUS   START        CPU   MEMORY  DISK",
+        "default     app       running  pool 120 ms  1.2%  85 MiB  12.0 MiB",
+        "production  database  stopped  -            -     -       -",
         "",
       ].join("\n"),
     );
@@ -62,5 +64,94 @@ describe("renderStatus", () => {
     });
     expect(text).toContain("sandboxes: unavailable (AUTH_REQUIRED): Set MSB_API_KEY.");
     expect(renderStatus({ ...report, sandboxes: [] })).toContain("no sandboxes");
+  });
+});
+
+const vmmHealth = {
+  message: "Service is healthy",
+  services: {
+    image: { status: "up" },
+    vmm: {
+      status: "up",
+      hypervisor: "qemu",
+      vms_running: 3,
+      max_vms: 24,
+      vms_paused: 1,
+      starts: { pool_hits: 5, pool_misses: 1, template_restores: 2, cold_boots: 1 },
+      templates: [
+        {
+          key: "3f9a1c",
+          image: "docker.io/microsandbox/python:latest",
+          memory_mib: 512,
+          vcpus: 1,
+          state: "ready",
+          reason: "",
+          warm_language: "python",
+          pool_ready: 2,
+          pool_target: 2,
+          build_ms: 4100,
+        },
+        {
+          key: "77b0e2",
+          image: "docker.io/microsandbox/node:latest",
+          memory_mib: 512,
+          vcpus: 1,
+          state: "failed",
+          reason: "snapshot timed out",
+          warm_language: "",
+          pool_ready: 0,
+          pool_target: 2,
+          build_ms: 0,
+        },
+      ],
+    },
+  },
+};
+
+describe("templates, warm pools and start counters", () => {
+  it("reads them from the health body, and nothing from a server that does not send them", () => {
+    expect(vmmStatusOf(vmmHealth)?.starts).toEqual({
+      pool_hits: 5,
+      pool_misses: 1,
+      template_restores: 2,
+      cold_boots: 1,
+    });
+    expect(vmmStatusOf(vmmHealth)?.templates).toHaveLength(2);
+    expect(
+      vmmStatusOf({ services: { vmm: { status: "up", hypervisor: "qemu", note: "" } } }),
+    ).toBeUndefined();
+    expect(vmmStatusOf({ message: "Service is healthy" })).toBeUndefined();
+  });
+
+  it("shows VM counts, counters and a template table with pool fill and failures", () => {
+    const text = renderStatus({ ...report, vmm: vmmStatusOf(vmmHealth)! });
+    expect(text).toContain("VMs: 3 running (max 24), 1 paused when idle\n");
+    expect(text).toContain(
+      "starts: 5 from the warm pool, 2 template restores, 1 cold boots (pool misses: 1)\n",
+    );
+    expect(text).toContain(
+      [
+        "TEMPLATE  IMAGE                                 MEMORY   CPUS  STATE   WARM    POOL  BUILD",
+        "3f9a1c    docker.io/microsandbox/python:latest  512 MiB  1     ready   python  2/2   4.1 s",
+        "77b0e2    docker.io/microsandbox/node:latest    512 MiB  1     failed  -       0/2   -",
+        "template 77b0e2 failed: snapshot timed out",
+      ].join("\n"),
+    );
+  });
+
+  it("says that every start is a cold boot when there are no templates", () => {
+    const text = renderStatus({
+      ...report,
+      vmm: { vms_running: 0, vms_paused: 0, templates: [] },
+    });
+    expect(text).toContain("templates: none (every start is a cold boot)");
+  });
+
+  it("marks a paused sandbox as paused", () => {
+    const text = renderStatus({
+      ...report,
+      sandboxes: [{ ...report.sandboxes[0]!, paused: true }],
+    });
+    expect(text).toContain("default    app   paused ");
   });
 });

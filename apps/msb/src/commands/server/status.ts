@@ -24,9 +24,53 @@ const sandboxSchema = z.object({
   cpu_usage: z.number().nullable().optional(),
   memory_usage: z.number().nullable().optional(),
   disk_usage: z.number().nullable().optional(),
+  /** "cold", "template" or "pool" (servers before the warm pool do not send it). */
+  start_kind: z.string().nullable().optional(),
+  boot_ms: z.number().nullable().optional(),
+  paused: z.boolean().optional(),
 });
 export type SandboxStatus = z.infer<typeof sandboxSchema>;
 const metricsSchema = z.object({ sandboxes: z.array(sandboxSchema) });
+
+const vmmSchema = z.object({
+  vms_running: z.number().optional(),
+  max_vms: z.number().optional(),
+  vms_paused: z.number().optional(),
+  starts: z
+    .object({
+      pool_hits: z.number(),
+      pool_misses: z.number(),
+      template_restores: z.number(),
+      cold_boots: z.number(),
+    })
+    .optional(),
+  templates: z
+    .array(
+      z.object({
+        key: z.string(),
+        image: z.string(),
+        memory_mib: z.number(),
+        vcpus: z.number(),
+        state: z.string(),
+        reason: z.string(),
+        warm_language: z.string(),
+        pool_ready: z.number(),
+        pool_target: z.number(),
+        build_ms: z.number(),
+      }),
+    )
+    .optional(),
+});
+/** The vmm agent's VM counts, start counters and templates, as `/api/v1/health` reports them. */
+export type VmmStatus = z.infer<typeof vmmSchema>;
+
+/** `services.vmm` of a health body, or undefined when the server does not report it. */
+export function vmmStatusOf(health: unknown): VmmStatus | undefined {
+  const services = z.object({ services: z.object({ vmm: vmmSchema }) }).safeParse(health);
+  if (!services.success) return undefined;
+  const vmm = services.data.services.vmm;
+  return Object.keys(vmm).length === 0 ? undefined : vmm;
+}
 
 /** What `msb server status --json` prints. */
 export interface StatusReport {
@@ -40,6 +84,8 @@ export interface StatusReport {
   readonly health?: Record<string, unknown>;
   /** Each supervised service: its pid and whether that process is alive (from the lock). */
   readonly services: readonly { name: string; pid: number | null; running: boolean }[];
+  /** VM counts, start counters and templates/warm pools of the vmm agent, when it reports them. */
+  readonly vmm?: VmmStatus;
   readonly sandboxes: readonly SandboxStatus[];
   /** Why the sandbox list could not be read (auth, server error); the rest is still valid. */
   readonly sandboxesError?: { code: string; message: string };
@@ -61,6 +107,7 @@ export function renderStatus(report: StatusReport): string {
     ),
     "",
   ];
+  if (report.vmm !== undefined) lines.push(...renderVmm(report.vmm), "");
   if (report.sandboxesError !== undefined) {
     lines.push(
       `sandboxes: unavailable (${report.sandboxesError.code}): ${report.sandboxesError.message}`,
@@ -70,11 +117,12 @@ export function renderStatus(report: StatusReport): string {
   } else {
     lines.push(
       formatTable(
-        ["namespace", "name", "status", "cpu", "memory", "disk"],
+        ["namespace", "name", "status", "start", "cpu", "memory", "disk"],
         report.sandboxes.map((s) => [
           s.namespace,
           s.name,
-          s.running ? "running" : "stopped",
+          s.running ? (s.paused === true ? "paused" : "running") : "stopped",
+          startOf(s),
           s.cpu_usage === null || s.cpu_usage === undefined ? "-" : `${s.cpu_usage.toFixed(1)}%`,
           s.memory_usage === null || s.memory_usage === undefined ? "-" : `${s.memory_usage} MiB`,
           s.disk_usage === null || s.disk_usage === undefined ? "-" : formatBytes(s.disk_usage),
@@ -83,6 +131,58 @@ export function renderStatus(report: StatusReport): string {
     );
   }
   return `${lines.join("\n")}\n`;
+}
+
+/** "pool 120 ms", "cold", or "-" when the server does not say. */
+function startOf(s: SandboxStatus): string {
+  if (s.start_kind === null || s.start_kind === undefined || s.start_kind === "") return "-";
+  return s.boot_ms === null || s.boot_ms === undefined
+    ? s.start_kind
+    : `${s.start_kind} ${s.boot_ms} ms`;
+}
+
+function renderVmm(vmm: VmmStatus): string[] {
+  const lines: string[] = [];
+  const counts = [
+    ...(vmm.vms_running === undefined
+      ? []
+      : [`${vmm.vms_running} running${vmm.max_vms ? ` (max ${vmm.max_vms})` : ""}`]),
+    ...(vmm.vms_paused === undefined ? [] : [`${vmm.vms_paused} paused when idle`]),
+  ];
+  if (counts.length > 0) lines.push(`VMs: ${counts.join(", ")}`);
+  if (vmm.starts !== undefined) {
+    const s = vmm.starts;
+    lines.push(
+      `starts: ${s.pool_hits} from the warm pool, ${s.template_restores} template restores, ${s.cold_boots} cold boots (pool misses: ${s.pool_misses})`,
+    );
+  }
+  if (vmm.templates !== undefined) {
+    if (vmm.templates.length === 0) {
+      lines.push("templates: none (every start is a cold boot)");
+    } else {
+      lines.push(
+        "",
+        formatTable(
+          ["template", "image", "memory", "cpus", "state", "warm", "pool", "build"],
+          vmm.templates.map((t) => [
+            t.key,
+            t.image,
+            `${t.memory_mib} MiB`,
+            String(t.vcpus),
+            t.state,
+            t.warm_language === "" ? "-" : t.warm_language,
+            `${t.pool_ready}/${t.pool_target}`,
+            t.build_ms > 0 ? `${(t.build_ms / 1000).toFixed(1)} s` : "-",
+          ]),
+        ),
+      );
+      for (const t of vmm.templates) {
+        if (t.state === "failed")
+          lines.push(`template ${t.key} failed: ${t.reason || "no reason given"}`);
+      }
+    }
+  }
+  return lines;
 }
 
 async function apiKeyFor(
@@ -125,6 +225,7 @@ export async function runServerStatus(
   const client = createControlPlaneClient({ url, ...(apiKey === undefined ? {} : { apiKey }) });
   const health = await client.health();
   const accelerator = acceleratorOf(health);
+  const vmm = vmmStatusOf(health);
   let sandboxes: SandboxStatus[] = [];
   let sandboxesError: StatusReport["sandboxesError"];
   try {
@@ -163,6 +264,7 @@ export async function runServerStatus(
     ...(accelerator === undefined ? {} : { accelerator }),
     health,
     services,
+    ...(vmm === undefined ? {} : { vmm }),
     sandboxes,
     ...(sandboxesError === undefined ? {} : { sandboxesError }),
   };
