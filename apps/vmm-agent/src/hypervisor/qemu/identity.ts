@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import { constants } from "node:fs";
 import { randomBytes } from "node:crypto";
 import {
+  lchown,
   lstat,
   mkdir,
   open,
@@ -52,6 +53,8 @@ export interface VmIdentityOptions {
    * Never inside a VM's directory: that one is writable by the VM's uid.
    */
   readonly grantsDir?: string;
+  /** More supplementary groups for every QEMU, e.g. the group of /dev/kvm. */
+  readonly extraGroups?: readonly number[];
 }
 
 /** One volume directory a dedicated uid was granted, and who owns it. */
@@ -201,7 +204,7 @@ async function reownTree(dir: string, uid: number, owner: { uid: number; gid: nu
     if (st === undefined) continue;
     if (st.isDirectory()) await reownTree(path, uid, owner);
     if (st.uid === uid) {
-      await run("chown", ["-h", `${owner.uid}:${owner.gid}`, "--", path]).catch(() => undefined);
+      await lchown(path, owner.uid, owner.gid).catch(() => undefined);
     }
   }
 }
@@ -297,7 +300,7 @@ export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
       const identity: VmIdentity = {
         vmId,
         kind: decision.kind,
-        credentials: { uid, gid, groups: [gids.shared] },
+        credentials: { uid, gid, groups: [gids.shared, ...(options.extraGroups ?? [])] },
       };
       try {
         if (decision.kind === "dedicated") {
