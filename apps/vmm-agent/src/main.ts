@@ -8,7 +8,7 @@ import { createLogger, runMain } from "@msb/runtime";
 import { createAdmission } from "./admission.js";
 import { loadConfig } from "./config.js";
 import { createGuestArtifactsResolver } from "./guest/artifacts.js";
-import { probeDir, probeKvm } from "./guest/kvm-probe.js";
+import { kvmGroup, probeDir, probeKvm } from "./guest/kvm-probe.js";
 import { bindGrpcServer } from "./grpc/listen.js";
 import { createVmmServiceServer } from "./grpc/vmm-service-server.js";
 import { chooseAccelerator } from "./hypervisor/accelerator.js";
@@ -57,6 +57,7 @@ runMain(
       uidCount: config.vmUidCount,
       gidBase: config.vmGidBase,
       grantsDir: join(config.msbHome, "run", "volume-grants"),
+      extraGroups: await kvmGroup(),
     });
     for (const dir of await identities.reapGrants()) {
       logger.warn({ dir }, "took back a volume grant an earlier vmm-agent left");
@@ -81,7 +82,8 @@ runMain(
         const result = await chooseAccelerator({
           mode: config.accel,
           probeTimeoutMs: config.accelProbeTimeoutMs,
-          probeKvm: (signal) => probeKvm({ hypervisor, kernelPath, initramfsPath, dir }, signal),
+          probeKvm: (signal) =>
+            probeKvm({ hypervisor, kernelPath, initramfsPath, dir, identities }, signal),
         });
         await rm(dir, { recursive: true, force: true });
         logger.info(result, "accelerator chosen");

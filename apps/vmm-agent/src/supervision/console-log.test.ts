@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -24,5 +24,13 @@ describe("console recorder", () => {
     expect(file).toContain("console log capped");
     expect(file.length).toBeLessThan(200);
     expect(recorder.tail(2)).toEqual(["line 99", "Kernel panic - not syncing"]);
+  });
+
+  it("refuses a symlink planted where the log goes instead of truncating its target", async () => {
+    const target = join(dir, "host-file");
+    await writeFile(target, "precious");
+    await symlink(target, join(dir, "console.log"));
+    expect(() => createConsoleRecorder(join(dir, "console.log"), 64)).toThrow(/ELOOP/);
+    expect(await readFile(target, "utf8")).toBe("precious");
   });
 });

@@ -1,9 +1,13 @@
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { isQemuOfVm, reapLeftovers } from "./leftovers.js";
 import type { ProcessTable } from "./process-table.js";
+
+const run = promisify(execFile);
 
 /** A fake process table: pid → argv; kill removes the process. */
 function fakeProcesses(table: Map<number, string[]>): ProcessTable & { killed: number[] } {
@@ -86,6 +90,23 @@ describe("reapLeftovers", () => {
       }),
     ]);
     expect(await readdir(stopped)).toEqual(["scratch.ext4"]);
+  });
+
+  it("is not hung or misled by a FIFO or a symlink planted as the pidfile", async () => {
+    const fifoDir = await vm("ns/fifo", { "agent.sock": "" });
+    await run("mkfifo", [join(fifoDir, "qemu.pid")]);
+    const linkDir = await vm("ns/link", { "pid-elsewhere": "4242\n" });
+    await symlink(join(linkDir, "pid-elsewhere"), join(linkDir, "qemu.pid"));
+    const table = new Map([
+      [4242, ["/usr/bin/qemu-system-x86_64", "-qmp", `unix:${linkDir}/qmp.sock`]],
+    ]);
+    const processes = fakeProcesses(table);
+    const found = await reapLeftovers({ sandboxesDir: root, processes });
+    expect(processes.killed).toEqual([]);
+    expect(found.map((f) => [f.vmId, f.pid, f.killed])).toEqual([
+      ["ns/fifo", undefined, false],
+      ["ns/link", undefined, false],
+    ]);
   });
 
   it("finds nothing in a state dir that does not exist yet", async () => {

@@ -1,4 +1,5 @@
-import { readFile, readdir, rm } from "node:fs/promises";
+import { constants } from "node:fs";
+import { open, readdir, rm, type FileHandle } from "node:fs/promises";
 import { basename, join, relative } from "node:path";
 import type { ProcessTable } from "./process-table.js";
 import { TEMP_FILE_MARKER, TRANSIENT_FILES, VM_FILES } from "./vm-files.js";
@@ -43,12 +44,23 @@ async function listDirs(dir: string): Promise<string[]> {
   }
 }
 
+/**
+ * The pid in a pidfile. The VM's directory belongs to the VM's uid, so the "pidfile" may be a
+ * symlink or a FIFO planted to hang or mislead the vmm-agent: only a small regular file,
+ * opened without following links or blocking, is read.
+ */
 async function readPid(file: string): Promise<number | undefined> {
+  let handle: FileHandle | undefined;
   try {
-    const pid = Number((await readFile(file, "utf8")).trim());
+    handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    const st = await handle.stat();
+    if (!st.isFile() || st.size > 64) return undefined;
+    const pid = Number((await handle.readFile("utf8")).trim());
     return Number.isInteger(pid) && pid > 1 ? pid : undefined;
   } catch {
     return undefined;
+  } finally {
+    await handle?.close();
   }
 }
 

@@ -82,6 +82,8 @@ describe.skipIf(!isRoot)("VM identities as root (needs root and the acl package)
     await mkdir(templateDir, { recursive: true, mode: 0o700 });
     const ram = join(templateDir, "ram");
     await writeFile(ram, "guest memory", { mode: 0o600 });
+    // Written by the VM that built the template, under its own uid.
+    await chown(ram, 1_900_400_009, 1_900_400_001);
     const ids = createVmIdentities(options);
     const identity = await ids.assign("ns/a", {
       network: "public",

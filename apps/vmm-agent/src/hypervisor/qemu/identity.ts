@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import { constants } from "node:fs";
 import { randomBytes } from "node:crypto";
 import {
+  lchown,
   lstat,
   mkdir,
   open,
@@ -52,6 +53,8 @@ export interface VmIdentityOptions {
    * Never inside a VM's directory: that one is writable by the VM's uid.
    */
   readonly grantsDir?: string;
+  /** More supplementary groups for every QEMU, e.g. the group of /dev/kvm. */
+  readonly extraGroups?: readonly number[];
 }
 
 /** One volume directory a dedicated uid was granted, and who owns it. */
@@ -108,8 +111,8 @@ export function decideQemuUser(input: {
  * Makes `path` usable by a VM's QEMU, never following a symlink (the VM's directory is
  * writable by its uid, so anything in it may have been swapped for a link to a host file):
  * - `own`: owned by the VM's uid, 0600 (file) or 0700 (directory): only this VM reaches it;
- * - `shared-read`: group = the shared VM gid, 0640/0750, owner unchanged: every VM may read it
- *   (read-only artifacts such as template RAM files), none may write it.
+ * - `shared-read`: owner = the vmm-agent, group = the shared VM gid, 0640/0750: every VM may
+ *   read it (read-only artifacts such as template RAM files), none may write it.
  * A no-op for a QEMU that runs as the server's user. The directories above `path` must also
  * be searchable by the VM: see `grantSearch`.
  */
@@ -140,7 +143,9 @@ export async function prepareFileForVm(
       await handle.chown(creds.uid, creds.gid);
       await handle.chmod(dir ? 0o700 : 0o600);
     } else {
-      await handle.chown(st.uid, gids.shared);
+      // Owned by the vmm-agent again: a file a VM's uid wrote (a template's RAM while it was
+      // built) must not stay writable by whoever gets that uid next.
+      await handle.chown(process.getuid?.() ?? st.uid, gids.shared);
       await handle.chmod(dir ? 0o750 : 0o640);
     }
   } finally {
@@ -201,7 +206,7 @@ async function reownTree(dir: string, uid: number, owner: { uid: number; gid: nu
     if (st === undefined) continue;
     if (st.isDirectory()) await reownTree(path, uid, owner);
     if (st.uid === uid) {
-      await run("chown", ["-h", `${owner.uid}:${owner.gid}`, "--", path]).catch(() => undefined);
+      await lchown(path, owner.uid, owner.gid).catch(() => undefined);
     }
   }
 }
@@ -297,7 +302,7 @@ export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
       const identity: VmIdentity = {
         vmId,
         kind: decision.kind,
-        credentials: { uid, gid, groups: [gids.shared] },
+        credentials: { uid, gid, groups: [gids.shared, ...(options.extraGroups ?? [])] },
       };
       try {
         if (decision.kind === "dedicated") {
