@@ -80,7 +80,7 @@ function nextCase(rng: Rng, key: string): Case {
     };
   }
   if (r < 0.62) {
-    const n = rng.pick([1, 2, 5, MAX_BATCH, MAX_BATCH + 1]);
+    const n = rng.pick([0, 1, 2, 5, MAX_BATCH, MAX_BATCH + 1, 500]);
     const items = Array.from({ length: n }, () =>
       rng.chance(0.8) ? mutatedRequest(rng) : randomJson(rng, 2),
     );
