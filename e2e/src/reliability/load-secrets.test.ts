@@ -255,3 +255,48 @@ describe("a real server under load, at capacity, and with secrets", () => {
     expect(debugLines).toBeGreaterThan(0);
   });
 });
+
+describe("a real server whose VM memory budget is exhausted", () => {
+  const home = tempHome();
+  let server: ForegroundServer;
+  afterAll(async () => {
+    await msb(home.path, ["server", "stop"]);
+    if (server.child.exitCode === null) server.child.kill("SIGKILL");
+    home.remove();
+  });
+
+  it("refuses a start that does not fit with CAPACITY_EXHAUSTED before any boot", async () => {
+    const port = await freePort();
+    // 1 % of this host's memory is less than the 4 GiB asked for below on any test machine
+    // with under 400 GiB of RAM.
+    server = startForeground(home.path, ["--dev", "--port", String(port)], {
+      MSB_VM_MEMORY_PERCENT: "1",
+    });
+    await server.ready;
+    const t0 = Date.now();
+    const res = await fetch(`http://127.0.0.1:${port}/api/v1/rpc`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        method: "sandbox.start",
+        params: { sandbox: "big", config: { image: "microsandbox/python", memory: 4096 } },
+        id: "big",
+      }),
+    });
+    const body = (await res.json()) as RpcAnswer["body"];
+    console.log(`memory budget: refused in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    expect(res.status).toBe(503);
+    expect(body.error).toMatchObject({ code: -32032, data: { code: "CAPACITY_EXHAUSTED" } });
+    expect(body.error?.message).toMatch(/Not enough memory.*MSB_VM_MEMORY_PERCENT/);
+    // No VM was booted for it.
+    const ours = processesMentioning("qemu-system").filter((p) => {
+      try {
+        return readFileSync(`/proc/${p.pid}/cmdline`, "utf8").includes(home.path);
+      } catch {
+        return false;
+      }
+    });
+    expect(ours).toEqual([]);
+  });
+});
