@@ -282,6 +282,12 @@ describe("/mcp under random and mutated input", () => {
       console.log(`mcp fuzz: ${tried} cases, seed ${seed} (replay: MSB_FUZZ_SEED=${seed})`);
       expect(tried).toBe(total);
       expect(failures, `seed ${seed}`).toEqual([]);
+      // Bad input is never logged as a fault of the server.
+      const faults = h.logs.filter((l) => typeof l["level"] === "number" && l["level"] >= 50);
+      expect(
+        faults.map((l) => l["msg"]),
+        `seed ${seed}`,
+      ).toEqual([]);
     },
     /* generous: ~100 ms a case on a loaded 2-core machine */ 120_000 + fuzzCases(900) * 100,
   );

@@ -80,7 +80,7 @@ function nextCase(rng: Rng, key: string): Case {
     };
   }
   if (r < 0.62) {
-    const n = rng.pick([1, 2, 5, MAX_BATCH, MAX_BATCH + 1]);
+    const n = rng.pick([0, 1, 2, 5, MAX_BATCH, MAX_BATCH + 1, 500]);
     const items = Array.from({ length: n }, () =>
       rng.chance(0.8) ? mutatedRequest(rng) : randomJson(rng, 2),
     );
@@ -335,6 +335,12 @@ describe("POST /api/v1/rpc under random and mutated input", () => {
       );
       expect(tried).toBe(total);
       expect(failures, `seed ${seed}`).toEqual([]);
+      // Bad input is never logged as a fault of the server.
+      const faults = h.logs.filter((l) => typeof l["level"] === "number" && l["level"] >= 50);
+      expect(
+        faults.map((l) => l["msg"]),
+        `seed ${seed}`,
+      ).toEqual([]);
     },
     /* generous: ~100 ms a case on a loaded 2-core machine */ 120_000 + fuzzCases(4_500) * 100,
   );
