@@ -133,11 +133,20 @@ export async function* attachProcess(
     // Input that arrives while the process is exiting is dropped, not an error.
     if (!exited) failPump(err);
   });
+  // The caller going away must end the wait even while the process is silent (a shell at
+  // its prompt), so that the finally below kills it.
+  const callerGone = new Promise<never>((_, reject) => {
+    const gone = (): void =>
+      reject(new MsbError("CANCELLED", "The attach caller went away; the process was killed."));
+    if (signal.aborted) gone();
+    else signal.addEventListener("abort", gone, { once: true });
+  });
+  callerGone.catch(() => undefined);
   try {
     yield { kind: "started", pid: handle.pid };
     const output = handle.output();
     for (;;) {
-      const next = await Promise.race([output.next(), pumpFailed]);
+      const next = await Promise.race([output.next(), pumpFailed, callerGone]);
       if (next.done === true) break;
       const chunk: OutputChunk = next.value;
       yield { kind: "output", stream: chunk.stream, data: chunk.data };
