@@ -75,6 +75,22 @@ describe("openAttach", () => {
     expect(seen).toMatchObject({ type: "start", sandbox: "app", pty: { rows: 5, cols: 6 } });
   });
 
+  it("delivers input given before the socket opened after start, in order (a pipe's content and end)", async () => {
+    const frames: string[] = [];
+    const url = await serve((ws) => {
+      ws.on("message", (data: Buffer, isBinary: boolean) => {
+        frames.push(isBinary ? `stdin:${data.toString()}` : data.toString());
+        if (!isBinary) ws.send(JSON.stringify({ type: "exit", exit_code: 0, signal: 0 }));
+      });
+    });
+    const conn = openAttach({ url }, start, sinks());
+    const written = conn.write(Buffer.from("echo hi\n"));
+    conn.eof();
+    await written;
+    expect(await conn.done).toEqual({ exitCode: 0, signal: 0 });
+    expect(frames).toEqual(["stdin:echo hi\n", '{"type":"eof"}']);
+  });
+
   it("turns an error frame into the server's typed error", async () => {
     const url = await serve((ws) => {
       ws.send(

@@ -87,11 +87,21 @@ export function openAttach(
     settled = true;
     if (outcome instanceof MsbError) rejectDone(outcome);
     else resolveDone(outcome);
+    // Queued input is dropped; its writers are released.
+    for (const fn of queued.splice(0)) fn();
     if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.close(1000);
   };
 
+  // Input that comes before the socket is open (a pipe's whole content and its end, often)
+  // waits here and follows the start message in order.
+  const queued: (() => void)[] = [];
+  const whenOpen = (fn: () => void): void => {
+    if (ws.readyState === ws.CONNECTING && !settled) queued.push(fn);
+    else fn();
+  };
   ws.on("open", () => {
     ws.send(JSON.stringify({ type: "start", ...start }));
+    for (const fn of queued.splice(0)) fn();
   });
   ws.on("message", (data: RawData, isBinary: boolean) => {
     const buf = Buffer.isBuffer(data)
@@ -167,26 +177,26 @@ export function openAttach(
     );
   });
 
-  const sendControl = (value: object): void => {
-    if (!settled && ws.readyState === ws.OPEN) ws.send(JSON.stringify(value));
-  };
+  const sendControl = (value: object): void =>
+    whenOpen(() => {
+      if (!settled && ws.readyState === ws.OPEN) ws.send(JSON.stringify(value));
+    });
   return {
     started,
     done,
     write: (data) =>
-      new Promise<void>((resolve) => {
-        if (settled || ws.readyState !== ws.OPEN) {
-          resolve();
-          return;
-        }
-        if (ws.bufferedAmount + data.length <= SEND_HIGH_WATER_BYTES) {
-          ws.send(data, { binary: true });
-          resolve();
-        } else {
-          // Wait until these bytes reached the socket before taking more input.
-          ws.send(data, { binary: true }, () => resolve());
-        }
-      }),
+      new Promise<void>((resolve) =>
+        whenOpen(() => {
+          if (settled || ws.readyState !== ws.OPEN) resolve();
+          else if (ws.bufferedAmount + data.length <= SEND_HIGH_WATER_BYTES) {
+            ws.send(data, { binary: true });
+            resolve();
+          } else {
+            // Wait until these bytes reached the socket before taking more input.
+            ws.send(data, { binary: true }, () => resolve());
+          }
+        }),
+      ),
     resize: (rows, cols) => sendControl({ type: "resize", rows, cols }),
     signal: (name) => sendControl({ type: "signal", signal: name }),
     eof: () => sendControl({ type: "eof" }),
