@@ -197,29 +197,31 @@ describe("msb shell, run, exe, apply, up (real server, real VMs)", () => {
     expect(run.out.stderr).toBe("second\n");
   }, 600_000);
 
-  it("exe prints 42; SIGINT during exe stops and removes its VM", async () => {
+  it("exe prints 42; SIGINT or SIGTERM during exe stops its sandbox and VM (exit 130)", async () => {
     const exe = await cli(["exe", "microsandbox/python", "--", "python3", "-c", "print(6*7)"]);
     expect(exe.code, exe.stderr).toBe(0);
     expect(exe.stdout).toBe("42\n");
 
-    const long = live(
-      msbArgv(["exe", "microsandbox/python", "--", "sh", "-c", "echo ready; sleep 100000"]),
-      env(),
-    );
-    await long.waitFor(/ready\n/);
-    const metrics = await rpc(url, "sandbox.metrics.get", { namespace: "default" });
-    const running = (
-      metrics.body["result"] as { sandboxes: { name: string; running: boolean }[] }
-    ).sandboxes.filter((s) => s.name.startsWith("exe-") && s.running);
-    expect(running).toHaveLength(1);
-    const name = running[0]!.name;
-    expect(processesMentioning(`default/${name}`).length).toBeGreaterThan(0);
-    long.child.kill("SIGINT");
-    expect(await long.exited).toBe(130);
-    const after = await rpc(url, "sandbox.metrics.get", { namespace: "default", sandbox: name });
-    expect(after.body).toMatchObject({ result: { sandboxes: [{ name, running: false }] } });
-    // QEMU of that sandbox is gone (its argv names the sandbox directory).
-    expect(processesMentioning(`default/${name}`)).toEqual([]);
+    for (const sig of ["SIGINT", "SIGTERM"] as const) {
+      const long = live(
+        msbArgv(["exe", "microsandbox/python", "--", "sh", "-c", "echo ready; sleep 100000"]),
+        env(),
+      );
+      await long.waitFor(/ready\n/);
+      const metrics = await rpc(url, "sandbox.metrics.get", { namespace: "default" });
+      const running = (
+        metrics.body["result"] as { sandboxes: { name: string; running: boolean }[] }
+      ).sandboxes.filter((s) => s.name.startsWith("exe-") && s.running);
+      expect(running).toHaveLength(1);
+      const name = running[0]!.name;
+      expect(processesMentioning(`default/${name}`).length).toBeGreaterThan(0);
+      long.child.kill(sig);
+      expect(await long.exited).toBe(130);
+      const after = await rpc(url, "sandbox.metrics.get", { namespace: "default", sandbox: name });
+      expect(after.body).toMatchObject({ result: { sandboxes: [{ name, running: false }] } });
+      // QEMU of that sandbox is gone (its argv names the sandbox directory).
+      expect(processesMentioning(`default/${name}`)).toEqual([]);
+    }
   }, 900_000);
 
   it("apply restarts the changed sandbox and starts the new one; foreground up prints logs until Ctrl-C", async () => {
