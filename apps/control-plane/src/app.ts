@@ -4,6 +4,7 @@ import { MsbError } from "@msb/errors";
 import type { Logger } from "@msb/runtime";
 import type { Authenticator } from "./auth/authenticate.js";
 import type { HealthProbe } from "./health.js";
+import { registerAttachRoute } from "./http/attach/route.js";
 import { installJsonRpcFraming } from "./http/framework.js";
 import { HEALTH_PATH } from "./http/routes.js";
 import { errorResponse } from "./http/rpc/envelope.js";
@@ -78,6 +79,8 @@ export function createApp(deps: AppDeps, options: AppOptions): FastifyInstance {
     { methods: createRpcMethods(deps.sandboxes, deps.images), auth: deps.auth },
     { maxBatchSize: options.maxBatchSize },
   );
+
+  registerAttachRoute(app, { sandboxes: deps.sandboxes, auth: deps.auth });
 
   registerMcpRoute(
     app,

@@ -14,6 +14,7 @@ import { MsbError } from "@msb/errors";
 import type { Logger } from "@msb/runtime";
 import type { Admission, Reservation } from "./admission.js";
 import { createAsyncQueue } from "./async-queue.js";
+import type { GuestAccess } from "./attach.js";
 import { parseEnv } from "./guest/env.js";
 import type {
   Accelerator,
@@ -204,6 +205,8 @@ export interface VmService {
   ): Promise<void>;
   /** Stops every VM (agent shutdown, then QEMU is forced); the one shutdown path. */
   stopAll(signal: AbortSignal): Promise<void>;
+  /** The guest agent of a running VM, for sessions kept outside this file (attach.ts). */
+  guest(vmId: string): GuestAccess;
 }
 
 /** Default cap of ReadFile when the caller gives none (proto: 16 MiB). */
@@ -896,6 +899,11 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
           },
         );
       yield* queue;
+    },
+
+    guest(vmId) {
+      const { rec, client } = running(vmId);
+      return { client, translate: (err) => translate(rec, err) };
     },
 
     async signalProcess(vmId, execId, sig) {

@@ -3,8 +3,10 @@ import {
   credentials,
   status,
   type ChannelCredentials,
+  type ClientDuplexStream,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type ServerDuplexStream,
   type ServerUnaryCall,
   type ServerWritableStream,
   type ServiceError,
@@ -198,5 +200,98 @@ export function serverStreamHandler<Req, Res>(
         call.emit("error", logIfInternal(logger, err, method));
       }
     })();
+  };
+}
+
+/**
+ * Adapts a function of the incoming messages to a grpc-js bidi handler. Outgoing messages are
+ * written with back-pressure (the generator is not pulled until the previous one flushed);
+ * incoming ones are read only as fast as `fn` consumes them. A thrown error becomes the
+ * status (code in trailers); the signal aborts when the caller goes away.
+ */
+export function bidiStreamHandler<Req, Res>(
+  logger: ErrorLogger,
+  method: string,
+  fn: (requests: AsyncIterable<Req>, ctx: HandlerContext) => AsyncIterable<Res>,
+): (call: ServerDuplexStream<Req, Res>) => void {
+  return (call) => {
+    const controller = new AbortController();
+    call.on("cancelled", () =>
+      controller.abort(new MsbError("CANCELLED", "The caller went away.")),
+    );
+    void (async () => {
+      try {
+        for await (const message of fn(call as AsyncIterable<Req>, {
+          signal: controller.signal,
+          metadata: call.metadata,
+        })) {
+          if (controller.signal.aborted) return;
+          if (!call.write(message)) {
+            await new Promise<void>((resolve) => {
+              call.once("drain", resolve);
+              controller.signal.addEventListener("abort", () => resolve(), { once: true });
+            });
+          }
+        }
+        call.end();
+      } catch (err) {
+        if (controller.signal.aborted) return;
+        call.emit("error", logIfInternal(logger, err, method));
+      }
+    })();
+  };
+}
+
+/** The client side of a bidi call: `send` honours back-pressure, `responses` maps errors. */
+export interface BidiCall<Req, Res> {
+  /** Resolves once the message is buffered below the high-water mark. */
+  send(message: Req): Promise<void>;
+  /** Half-closes: no more requests. */
+  end(): void;
+  /** Cancels the call (the server sees the caller go away). */
+  cancel(): void;
+  readonly responses: AsyncGenerator<Res>;
+}
+
+/**
+ * Wraps a grpc-js duplex call. Cancelling the signal cancels the call; errors come back as
+ * MsbError naming `service`. Interactive calls have no deadline: they last as long as the
+ * caller keeps them open, and the signal is how the caller ends them.
+ */
+export function openBidiCall<Req, Res>(
+  service: string,
+  call: ClientDuplexStream<Req, Res>,
+  signal?: AbortSignal,
+): BidiCall<Req, Res> {
+  const onAbort = (): void => call.cancel();
+  if (signal?.aborted === true) call.cancel();
+  else signal?.addEventListener("abort", onAbort, { once: true });
+  // Errors surface through `responses`; a write after the end must not crash the process.
+  call.on("error", () => undefined);
+  async function* responses(): AsyncGenerator<Res> {
+    try {
+      for await (const message of call as AsyncIterable<Res>) yield message;
+    } catch (err) {
+      throw fromServiceError(err, service);
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      call.cancel();
+    }
+  }
+  return {
+    send: (message) =>
+      new Promise<void>((resolve) => {
+        if (call.destroyed || call.writableEnded) {
+          resolve();
+          return;
+        }
+        if (call.write(message)) resolve();
+        else call.once("drain", () => resolve());
+      }),
+    end: () => {
+      if (!call.writableEnded) call.end();
+    },
+    cancel: () => call.cancel(),
+    responses: responses(),
   };
 }

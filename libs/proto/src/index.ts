@@ -24,6 +24,13 @@ export {
   type ImageServiceServer,
 } from "./gen/msb/image/v1/image.js";
 export {
+  AttachExit,
+  AttachRequest,
+  AttachResize,
+  AttachResponse,
+  AttachStart,
+  AttachStarted,
+  AttachStdinEof,
   CreateVmRequest,
   CreateVmResponse,
   ExecRequest,
@@ -60,7 +67,9 @@ export {
   type VmmServiceServer,
 } from "./gen/msb/vmm/v1/vmm.js";
 export {
+  bidiStreamHandler,
   callUnary,
+  openBidiCall,
   createGrpcChannelCredentials,
   readServerStream,
   fromServiceError,
@@ -69,5 +78,6 @@ export {
   serverStreamHandler,
   ERROR_CODE_METADATA_KEY,
   ERROR_DETAILS_METADATA_KEY,
+  type BidiCall,
   type HandlerContext,
 } from "./grpc.js";

@@ -7,12 +7,16 @@ import {
   VmmServiceClient,
   callUnary,
   createGrpcChannelCredentials,
+  openBidiCall,
   readServerStream,
+  type AttachRequest,
   type ExecResponse,
   type RunCodeResponse,
   type Vm,
 } from "@msb/proto";
 import type {
+  AttachEvent,
+  AttachInput,
   ExecResultEvent,
   OutputEvent,
   RunCodeResultEvent,
@@ -248,10 +252,67 @@ export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBac
       );
     },
 
+    attach(spec, signal) {
+      // No deadline: the session lasts as long as the caller keeps it; `signal` ends it.
+      const call = openBidiCall(SERVICE, client.attach(), signal);
+      void call.send({
+        event: {
+          $case: "start",
+          value: {
+            vmId: spec.vmId,
+            command: spec.command,
+            args: [...spec.args],
+            env: [...spec.env],
+            workdir: spec.workdir,
+            pty: spec.pty === undefined ? undefined : { ...spec.pty },
+          },
+        },
+      });
+      return {
+        send: (input: AttachInput) => call.send(toAttachRequest(input)),
+        events: (async function* (): AsyncGenerator<AttachEvent> {
+          for await (const message of call.responses) {
+            const event = message.event;
+            switch (event?.$case) {
+              case "started":
+                yield { type: "started", pid: event.value.pid };
+                break;
+              case "output":
+                yield toOutput(event.value.stream, event.value.data);
+                break;
+              case "exit":
+                yield {
+                  type: "exit",
+                  exitCode: event.value.exitCode,
+                  signal: event.value.signal,
+                  durationMs: event.value.durationMs,
+                };
+                return;
+              case undefined:
+                break;
+            }
+          }
+        })(),
+      };
+    },
+
     close() {
       client.close();
     },
   };
+}
+
+function toAttachRequest(input: AttachInput): AttachRequest {
+  switch (input.type) {
+    case "stdin":
+      return { event: { $case: "stdin", value: Buffer.from(input.data) } };
+    case "resize":
+      return { event: { $case: "resize", value: { rows: input.rows, cols: input.cols } } };
+    case "signal":
+      return { event: { $case: "signal", value: input.signal } };
+    case "eof":
+      return { event: { $case: "stdinEof", value: {} } };
+  }
 }
 
 function toOutput(stream: OutputStream, data: Uint8Array): OutputEvent {

@@ -2,6 +2,8 @@
 export const HEALTH_PATH = "/api/v1/health";
 export const RPC_PATH = "/api/v1/rpc";
 export const MCP_PATH = "/mcp";
+/** WebSocket: an interactive process in a sandbox (docs/api.md, "Interactive sessions"). */
+export const ATTACH_PATH = "/api/v1/sandboxes/attach";
 
 /** The JSON-RPC methods, in the order error messages list them. */
 export const RPC_METHOD_NAMES = [

@@ -175,6 +175,40 @@ export interface ExecRequest {
   readonly timeoutMs: number;
 }
 
+/** An interactive process to start (vmm Attach). */
+export interface AttachSpec {
+  readonly vmId: string;
+  readonly command: string;
+  readonly args: readonly string[];
+  readonly env: readonly string[];
+  readonly workdir: string;
+  /** A pseudo-terminal of this size; undefined = pipes. */
+  readonly pty: { readonly rows: number; readonly cols: number } | undefined;
+}
+
+export type AttachInput =
+  | { readonly type: "stdin"; readonly data: Uint8Array }
+  | { readonly type: "resize"; readonly rows: number; readonly cols: number }
+  | { readonly type: "signal"; readonly signal: number }
+  | { readonly type: "eof" };
+
+export type AttachEvent =
+  | { readonly type: "started"; readonly pid: number }
+  | OutputEvent
+  | {
+      readonly type: "exit";
+      readonly exitCode: number;
+      readonly signal: number;
+      readonly durationMs: number;
+    };
+
+/** A running attach: inputs in, events out (`started` first, `exit` last). */
+export interface AttachSession {
+  /** Resolves once the input is on its way (back-pressure: await before sending more). */
+  send(input: AttachInput): Promise<void>;
+  readonly events: AsyncIterable<AttachEvent>;
+}
+
 export interface VmmBackend {
   hostInfo(signal: AbortSignal): Promise<HostInfo>;
   /** Resolves once the guest agent said READY. */
@@ -204,4 +238,6 @@ export interface VmmBackend {
     options: { readonly mode: number; readonly createParents: boolean },
     signal: AbortSignal,
   ): Promise<void>;
+  /** Starts an interactive process; aborting `signal` ends the session and kills it. */
+  attach(spec: AttachSpec, signal: AbortSignal): AttachSession;
 }

@@ -100,6 +100,37 @@ export const runCommandParamsSchema = z.object({
 });
 export type RunCommandParams = z.infer<typeof runCommandParamsSchema>;
 
+const cells = (what: string) =>
+  z
+    .number({ required_error: "is required", invalid_type_error: `must be a number of ${what}` })
+    .int(`must be a whole number of ${what}`)
+    .min(1, `must be at least 1`)
+    .max(1000, `must be at most 1000`);
+
+/** A terminal size in character cells. */
+export const terminalSizeSchema = z.object({ rows: cells("rows"), cols: cells("columns") });
+
+/** The `start` message of an attach session (docs/api.md, "Interactive sessions"). */
+export const attachParamsSchema = z.object({
+  sandbox: name("sandbox name"),
+  namespace,
+  command: z
+    .string({ invalid_type_error: "must be a string" })
+    .min(1, "must not be empty")
+    .default("/bin/sh"),
+  args: z.array(z.string({ invalid_type_error: "must be a string" })).default([]),
+  env: z
+    .array(
+      z
+        .string({ invalid_type_error: "must be a string" })
+        .regex(/^[A-Za-z_][A-Za-z0-9_]*=/, "must be NAME=value"),
+    )
+    .default([]),
+  workdir: z.string({ invalid_type_error: "must be a string" }).default(""),
+  pty: terminalSizeSchema.optional(),
+});
+export type AttachParams = z.infer<typeof attachParamsSchema>;
+
 /** Largest file `sandbox.files.read` returns and `sandbox.files.write` takes (the vmm-agent's cap). */
 export const FILE_LIMIT_BYTES = 16 * 1024 * 1024;
 

@@ -3,6 +3,7 @@ import { MsbError, type ErrorCode } from "@msb/errors";
 import type { Logger } from "@msb/runtime";
 import { assertMayAccess, mayAccess, type Caller } from "../auth/caller.js";
 import type {
+  AttachSession,
   ExecResultEvent,
   ImageBackend,
   OutputStreamName,
@@ -17,6 +18,7 @@ import type { SandboxPolicy } from "./policy.js";
 import { configHash, type SandboxConfig } from "./sandbox-config.js";
 import {
   invalidParams,
+  type AttachParams,
   type FilesReadParams,
   type FilesWriteParams,
   type MetricsParams,
@@ -133,6 +135,11 @@ export interface SandboxService {
   ): Promise<FileWriteResult>;
   /** Reads a guest file, base64 in the answer. */
   readFile(caller: Caller, params: FilesReadParams, signal: AbortSignal): Promise<FileReadResult>;
+  /**
+   * Starts an interactive process in a running sandbox (the WebSocket attach route). Checks
+   * happen before it returns; aborting `signal` ends the session and kills the process.
+   */
+  attach(caller: Caller, params: AttachParams, signal: AbortSignal): AttachSession;
   /**
    * Makes the database agree with the vmm-agent after a restart: a sandbox the database
    * thinks is live but the vmm-agent does not run becomes failed ("VM lost while the control
@@ -619,6 +626,32 @@ export function createSandboxService(
         encoding: "base64",
         size: file.data.length,
         truncated: file.truncated,
+      };
+    },
+
+    attach(caller, params, signal) {
+      const record = requireRunning(caller, params.namespace, params.sandbox);
+      const session = vmm.attach(
+        {
+          vmId: record.vmId,
+          command: params.command,
+          args: params.args,
+          env: params.env,
+          workdir: params.workdir,
+          pty: params.pty,
+        },
+        signal,
+      );
+      return {
+        send: (input) => session.send(input),
+        events: (async function* () {
+          const events = session.events[Symbol.asyncIterator]();
+          for (;;) {
+            const next = await guardRun(record, () => events.next());
+            if (next.done === true) return;
+            yield next.value;
+          }
+        })(),
       };
     },
 

@@ -1,5 +1,9 @@
 import { MsbError } from "@msb/errors";
 import type {
+  AttachEvent,
+  AttachInput,
+  AttachSession,
+  AttachSpec,
   CreateVmSpec,
   ExecRequest,
   ExecResultEvent,
@@ -202,6 +206,70 @@ export class FakeVmmBackend implements VmmBackend {
       return Promise.reject(new MsbError("SANDBOX_NOT_FOUND", `No VM ${vmId}.`));
     this.files.set(`${vmId}:${path}`, data);
     return Promise.resolve();
+  }
+
+  readonly attaches: AttachSpec[] = [];
+
+  /**
+   * A fake interactive process: says its pty size (or "pipes"), echoes stdin as stdout,
+   * reports resizes; `eof` ends it with 0, a signal with 128 + signal. Aborting ends it too.
+   */
+  attach(spec: AttachSpec, signal: AbortSignal): AttachSession {
+    this.attaches.push(spec);
+    const events: AttachEvent[] = [];
+    let wake: (() => void) | undefined;
+    let ended = false;
+    const push = (e: AttachEvent): void => {
+      if (ended) return;
+      events.push(e);
+      if (e.type === "exit") ended = true;
+      wake?.();
+    };
+    const fail = this.down
+      ? down("vmm agent")
+      : this.vms.has(spec.vmId)
+        ? undefined
+        : new MsbError("SANDBOX_NOT_FOUND", `No VM ${spec.vmId}.`);
+    push({ type: "started", pid: 42 });
+    push(out("stdout", spec.pty ? `pty ${spec.pty.rows}x${spec.pty.cols}\n` : "pipes\n"));
+    const exit = (code: number): void =>
+      push({ type: "exit", exitCode: code, signal: 0, durationMs: 1 });
+    signal.addEventListener("abort", () => {
+      ended = true;
+      wake?.();
+    });
+    return {
+      send: (input: AttachInput) => {
+        switch (input.type) {
+          case "stdin":
+            push({ type: "output", stream: "stdout", data: input.data });
+            break;
+          case "resize":
+            push(out("stdout", `resized ${input.rows}x${input.cols}\n`));
+            break;
+          case "signal":
+            exit(128 + input.signal);
+            break;
+          case "eof":
+            exit(0);
+            break;
+        }
+        return Promise.resolve();
+      },
+      events: (async function* () {
+        if (fail !== undefined) throw fail;
+        for (;;) {
+          const e = events.shift();
+          if (e !== undefined) {
+            yield e;
+            if (e.type === "exit") return;
+            continue;
+          }
+          if (ended) return;
+          await new Promise<void>((resolve) => (wake = resolve));
+        }
+      })(),
+    };
   }
 
   async *exec(request: ExecRequest): AsyncIterable<OutputEvent | ExecResultEvent> {

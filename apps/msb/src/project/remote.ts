@@ -144,6 +144,11 @@ export async function runCommand(
     { sandbox, namespace, command, args, timeout: timeoutS },
     signal,
   );
+  return parseCommandResult(raw);
+}
+
+/** A `sandbox.command.run` result in the shape the CLI reads. */
+export function parseCommandResult(raw: unknown): CommandResult {
   const parsed = commandSchema.safeParse(raw);
   if (!parsed.success) throw unexpected("sandbox.command.run", parsed.error);
   return parsed.data;

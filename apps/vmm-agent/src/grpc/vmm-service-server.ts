@@ -18,6 +18,7 @@ import type {
   VmService,
   VmStateName,
 } from "../vm-service.js";
+import { createAttachHandler } from "./attach-handler.js";
 
 const STATE: Readonly<Record<VmStateName, VmState>> = {
   starting: VmState.VM_STATE_STARTING,
@@ -235,5 +236,7 @@ export function createVmmServiceServer(service: VmService, logger: Logger): VmmS
       );
       return {};
     }),
+
+    attach: createAttachHandler(service, logger),
   };
 }

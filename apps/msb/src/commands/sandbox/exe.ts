@@ -6,22 +6,22 @@ import { printJson, type CliDeps } from "../../cli/context.js";
 import { globalOptions } from "../../cli/globals.js";
 import {
   connect,
-  runCommand,
+  resolveServerTarget,
   SCRIPT_TIMEOUT_S,
   startSandbox,
   stopSandbox,
 } from "../../project/remote.js";
+import { runCommandLive } from "../../project/stream-run.js";
+import { runInteractive } from "../../terminal/interactive.js";
 import { DEFAULT_SHELL, type StartConfig } from "../../project/sandboxfile.js";
 import { CommandExit } from "../exit.js";
 import {
   collect,
   onInterrupt,
   parsePositive,
-  printOutput,
   VOLUME_PATTERN,
   withNamespaceOption,
 } from "../project/shared.js";
-import { lineShell } from "./shell.js";
 
 export interface ExeOptions {
   readonly memory?: number;
@@ -59,7 +59,7 @@ export function exeCommand(deps: CliDeps): Command {
       .argument("<image>", "OCI image, e.g. microsandbox/python or python:3.11")
       .argument(
         "[command...]",
-        "command and arguments, after -- (default: a line-mode shell on stdin)",
+        "command and arguments, after -- (default: a shell, as `msb shell`)",
       ),
   )
     .option("--memory <MiB>", "memory in MiB (server default 512)", parsePositive)
@@ -73,9 +73,9 @@ export function exeCommand(deps: CliDeps): Command {
       "after",
       `
 Starts a sandbox named exe-XXXXXXXX from IMAGE, runs the command (argv as given, no shell),
-prints its output when it ends and exits with its exit code. Without a command it reads
-commands from stdin one line at a time, like \`msb shell\`. The sandbox is stopped afterwards,
-also on Ctrl-C or SIGTERM.
+prints its output as it is produced and exits with its exit code. Without a command it opens
+a shell, like \`msb shell\` (a terminal when stdin is one, else pipes). The sandbox is
+stopped afterwards, also on Ctrl-C or SIGTERM.
 
 Examples:
   msb exe microsandbox/python -- python3 -c 'print(6*7)'
@@ -102,28 +102,25 @@ running · 130 interrupted.`,
           interrupt.signal,
         );
         const [program, ...args] = command;
+        const target = await resolveServerTarget(global, deps);
         if (program === undefined) {
-          code = await lineShell(
-            client,
+          // The session handles Ctrl-C itself (a byte on a terminal, SIGINT to the guest on pipes).
+          interrupt.dispose();
+          code = await runInteractive({
+            target,
+            sandbox: name,
             namespace,
-            name,
-            DEFAULT_SHELL,
-            process.stdin,
-            deps,
-            process.stdin.isTTY,
-          );
+            shell: DEFAULT_SHELL,
+            terminal: { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr },
+          });
         } else {
-          const result = await runCommand(
-            client,
-            namespace,
-            name,
-            program,
-            args,
-            SCRIPT_TIMEOUT_S,
-            interrupt.signal,
+          const result = await runCommandLive(
+            target,
+            deps,
+            { namespace, sandbox: name, command: program, args, timeoutS: SCRIPT_TIMEOUT_S },
+            { quiet: global.json, signal: interrupt.signal },
           );
           if (global.json) printJson(deps.io, { sandbox: name, ...result });
-          else printOutput(deps, result.output);
           code = result.exit_code ?? 1;
         }
       } finally {

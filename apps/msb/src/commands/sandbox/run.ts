@@ -3,14 +3,20 @@ import { isErrorCode, MsbError } from "@msb/errors";
 import { printJson, type CliDeps } from "../../cli/context.js";
 import type { ControlPlaneClient } from "../../client/control-plane.js";
 import { startOrder } from "../../project/order.js";
-import { connect, runCommand, sandboxMetrics, SCRIPT_TIMEOUT_S } from "../../project/remote.js";
+import {
+  connect,
+  resolveServerTarget,
+  sandboxMetrics,
+  SCRIPT_TIMEOUT_S,
+} from "../../project/remote.js";
+import { runCommandLive } from "../../project/stream-run.js";
+import { runInteractive } from "../../terminal/interactive.js";
 import { NAME_PATTERN, type ProjectSandbox } from "../../project/sandboxfile.js";
 import { readState } from "../../project/state.js";
 import { CommandExit } from "../exit.js";
 import { launchScript, startInOrder, type LifecycleContext } from "../project/lifecycle.js";
 import {
   onInterrupt,
-  printOutput,
   projectContext,
   sandboxOf,
   withFileOption,
@@ -67,7 +73,7 @@ export function runCommandCommand(deps: CliDeps): Command {
     withFileOption(
       new Command("run")
         .description(
-          "run a script of a sandbox (default `start`), or a command, and print its output",
+          "run a script of a sandbox (default `start`), or a command, printing its output live",
         )
         .argument("<target>", "NAME or NAME~SCRIPT", parseTarget),
     ),
@@ -82,7 +88,10 @@ export function runCommandCommand(deps: CliDeps): Command {
       `
 The sandbox is started first if it is not running (with what it depends on). The script runs
 as \`SHELL -c SCRIPT\` (SHELL from the file, default /bin/sh) through sandbox.command.run, for
-at most ${SCRIPT_TIMEOUT_S} s; its output is printed when it ends (the API does not stream yet).
+at most ${SCRIPT_TIMEOUT_S} s; its output is printed as it is produced (stdout to stdout, stderr
+to stderr). Ctrl-C stops the script in the guest; the sandbox keeps running. With --exec and
+stdin on a terminal, CMD gets a pseudo-terminal instead (as \`msb shell --command\`), so
+\`--exec bash\` is interactive.
 
 Examples:
   msb run app              # the start script
@@ -122,19 +131,34 @@ Exit codes: the command's own exit code · 2 bad target or unknown script · 4 n
             );
           return;
         }
+        if (options.exec !== undefined && process.stdin.isTTY === true && !ctx.global.json) {
+          // `--exec bash` from a terminal: an interactive program needs a pty, as `msb shell`.
+          const code = await runInteractive({
+            target: await resolveServerTarget(ctx.global, deps),
+            sandbox: sb.name,
+            namespace: ctx.namespace,
+            shell: sb.shell,
+            command: options.exec,
+            terminal: { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr },
+          });
+          if (code !== 0) throw new CommandExit(code);
+          return;
+        }
         const interrupt = onInterrupt();
         try {
-          const result = await runCommand(
-            client,
-            ctx.namespace,
-            sb.name,
-            sb.shell,
-            ["-c", script],
-            SCRIPT_TIMEOUT_S,
-            interrupt.signal,
+          const result = await runCommandLive(
+            await resolveServerTarget(ctx.global, deps),
+            deps,
+            {
+              namespace: ctx.namespace,
+              sandbox: sb.name,
+              command: sb.shell,
+              args: ["-c", script],
+              timeoutS: SCRIPT_TIMEOUT_S,
+            },
+            { quiet: ctx.global.json, signal: interrupt.signal },
           );
           if (ctx.global.json) printJson(deps.io, result);
-          else printOutput(deps, result.output);
           const code = result.exit_code ?? 1;
           if (code !== 0) throw new CommandExit(code);
         } finally {

@@ -1,12 +1,8 @@
-import { createInterface } from "node:readline";
-import type { Readable } from "node:stream";
 import { Command } from "commander";
-import { toMsbError } from "@msb/errors";
 import type { CliDeps } from "../../cli/context.js";
-import type { ControlPlaneClient } from "../../client/control-plane.js";
-import { connect, runCommand, SCRIPT_TIMEOUT_S } from "../../project/remote.js";
+import { connect, resolveServerTarget, SCRIPT_TIMEOUT_S } from "../../project/remote.js";
+import { runInteractive } from "../../terminal/interactive.js";
 import {
-  printOutput,
   projectContext,
   sandboxOf,
   withFileOption,
@@ -15,92 +11,51 @@ import {
 import { CommandExit } from "../exit.js";
 import { ensureStarted } from "./run.js";
 
-/**
- * The line-mode shell: each line of `input` runs as `SHELL -c LINE` in the guest through
- * sandbox.command.run and its output is printed when it ends. A PTY needs a streaming route the
- * API does not have yet. Every line is its own process, so `cd` and variables do not carry
- * over (`cd /app && ls` does). Ends at end of input (Ctrl-D); resolves to the last exit code.
- */
-export async function lineShell(
-  client: ControlPlaneClient,
-  namespace: string,
-  sandbox: string,
-  shell: string,
-  input: Readable,
-  deps: CliDeps,
-  prompt: boolean,
-): Promise<number> {
-  const rl = createInterface({ input, terminal: false });
-  let last = 0;
-  if (prompt) deps.io.err(`${sandbox}$ `);
-  for await (const line of rl) {
-    if (line.trim() !== "") {
-      try {
-        const result = await runCommand(
-          client,
-          namespace,
-          sandbox,
-          shell,
-          ["-c", line],
-          SCRIPT_TIMEOUT_S,
-        );
-        printOutput(deps, result.output);
-        last = result.exit_code ?? 1;
-      } catch (err) {
-        const e = toMsbError(err);
-        deps.io.err(`msb: ${e.message}\n`);
-        last = 1;
-        // The sandbox is gone: nothing further can run.
-        if (
-          ["SANDBOX_NOT_FOUND", "SANDBOX_STOPPED", "VM_DIED", "SERVER_NOT_RUNNING"].includes(e.code)
-        ) {
-          throw e;
-        }
-      }
-    }
-    if (prompt) deps.io.err(`${sandbox}$ `);
-  }
-  if (prompt) deps.io.err("\n");
-  return last;
-}
-
 export function shellCommand(deps: CliDeps): Command {
   return withNamespaceOption(
     withFileOption(
       new Command("shell")
-        .description(
-          "run shell commands in a sandbox, one line at a time (line-mode fallback, no PTY)",
-        )
+        .description("open a shell in a sandbox (a real terminal when stdin is one)")
         .argument("<name>", "sandbox name"),
     ),
   )
+    .option("-c, --command <command>", "run this shell command instead of an interactive shell")
     .addHelpText(
       "after",
       `
-Starts the sandbox if it is not running. Each line you type runs as \`SHELL -c LINE\` in the
-guest and its output is printed when it finishes; interactive programs (vim, python without
--c) do not work, and \`cd\` does not carry over to the next line. Ctrl-D exits. Also reads
-commands from a pipe: \`echo 'uname -a' | msb shell app\`.
+Starts the sandbox if it is not running, then attaches to SHELL (from the file, default
+/bin/sh) over the server's WebSocket route. When stdin is a terminal: raw mode and a real
+pseudo-terminal in the guest of your window's size (resizes follow); Ctrl-C, Ctrl-D and
+Ctrl-Z go to the guest. Otherwise pipes: stdin is the shell's input, its end ends the
+shell, stdout and stderr stay apart, and Ctrl-C sends SIGINT to the guest (twice: detach).
 
 Examples:
   msb shell app
+  msb shell app --command 'top'
+  echo 'uname -a' | msb shell app
 
-Exit codes: the exit code of the last command · 4 not in the file · 10 server not running.`,
+Exit codes: the shell's own exit code · 4 not in the file · 10 server not running · 130
+ended by SIGTERM/SIGHUP.`,
     )
-    .action(async (name: string, options: { file?: string; namespace: string }, cmd: Command) => {
-      const ctx = projectContext(cmd, options, deps);
-      const sb = sandboxOf(ctx.project, name);
-      const client = await connect(ctx.global, deps, (SCRIPT_TIMEOUT_S + 60) * 1000);
-      await ensureStarted(ctx, sb, deps, client);
-      const code = await lineShell(
-        client,
-        ctx.namespace,
-        sb.name,
-        sb.shell,
-        process.stdin,
-        deps,
-        process.stdin.isTTY,
-      );
-      if (code !== 0) throw new CommandExit(code);
-    });
+    .action(
+      async (
+        name: string,
+        options: { file?: string; namespace: string; command?: string },
+        cmd: Command,
+      ) => {
+        const ctx = projectContext(cmd, options, deps);
+        const sb = sandboxOf(ctx.project, name);
+        const client = await connect(ctx.global, deps, (SCRIPT_TIMEOUT_S + 60) * 1000);
+        await ensureStarted(ctx, sb, deps, client);
+        const code = await runInteractive({
+          target: await resolveServerTarget(ctx.global, deps),
+          sandbox: sb.name,
+          namespace: ctx.namespace,
+          shell: sb.shell,
+          ...(options.command === undefined ? {} : { command: options.command }),
+          terminal: { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr },
+        });
+        if (code !== 0) throw new CommandExit(code);
+      },
+    );
 }

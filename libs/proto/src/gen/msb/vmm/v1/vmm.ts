@@ -10,9 +10,11 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -363,6 +365,65 @@ export interface WriteFileRequest {
 
 /** WriteFileResponse is empty. */
 export interface WriteFileResponse {
+}
+
+/** AttachRequest is one client message of an Attach call; the first must be `start`. */
+export interface AttachRequest {
+  event:
+    | { $case: "start"; value: AttachStart }
+    | //
+    /** Bytes for the process's stdin (the terminal's input with a pty). */
+    { $case: "stdin"; value: Buffer }
+    | { $case: "resize"; value: AttachResize }
+    | //
+    /** Signal number for the process group, e.g. 2 (SIGINT). */
+    { $case: "signal"; value: number }
+    | //
+    /** End of input: the process's stdin is closed (without a pty). */
+    { $case: "stdinEof"; value: AttachStdinEof }
+    | undefined;
+}
+
+/** AttachStart says what to run. */
+export interface AttachStart {
+  vmId: string;
+  command: string;
+  args: string[];
+  /** "K=V" pairs added to the sandbox's env. */
+  env: string[];
+  workdir: string;
+  /** A pseudo-terminal of this size; absent = pipes (stdout and stderr apart). */
+  pty: AttachResize | undefined;
+}
+
+/** AttachResize is a terminal size in character cells (1-1000 each). */
+export interface AttachResize {
+  rows: number;
+  cols: number;
+}
+
+/** AttachStdinEof carries nothing. */
+export interface AttachStdinEof {
+}
+
+/** AttachResponse is one server message of an Attach call. */
+export interface AttachResponse {
+  event: { $case: "started"; value: AttachStarted } | { $case: "output"; value: OutputChunk } | //
+  /** Last message: how the process ended. */
+  { $case: "exit"; value: AttachExit } | undefined;
+}
+
+/** AttachStarted says the process runs. */
+export interface AttachStarted {
+  pid: number;
+}
+
+/** AttachExit is how an attached process ended. */
+export interface AttachExit {
+  exitCode: number;
+  /** Signal number that killed it, 0 if none. */
+  signal: number;
+  durationMs: number;
 }
 
 function createBaseGetHostInfoRequest(): GetHostInfoRequest {
@@ -3261,6 +3322,595 @@ export const WriteFileResponse: MessageFns<WriteFileResponse> = {
   },
 };
 
+function createBaseAttachRequest(): AttachRequest {
+  return { event: undefined };
+}
+
+export const AttachRequest: MessageFns<AttachRequest> = {
+  encode(message: AttachRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.event?.$case) {
+      case "start":
+        AttachStart.encode(message.event.value, writer.uint32(10).fork()).join();
+        break;
+      case "stdin":
+        writer.uint32(18).bytes(message.event.value);
+        break;
+      case "resize":
+        AttachResize.encode(message.event.value, writer.uint32(26).fork()).join();
+        break;
+      case "signal":
+        writer.uint32(32).int32(message.event.value);
+        break;
+      case "stdinEof":
+        AttachStdinEof.encode(message.event.value, writer.uint32(42).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.event = { $case: "start", value: AttachStart.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.event = { $case: "stdin", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.event = { $case: "resize", value: AttachResize.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.event = { $case: "signal", value: reader.int32() };
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.event = { $case: "stdinEof", value: AttachStdinEof.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<AttachRequest>, I>>(base?: I): AttachRequest {
+    return AttachRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachRequest>, I>>(object: I): AttachRequest {
+    const message = createBaseAttachRequest();
+    switch (object.event?.$case) {
+      case "start": {
+        if (object.event?.value !== undefined && object.event?.value !== null) {
+          message.event = { $case: "start", value: AttachStart.fromPartial(object.event.value) };
+        }
+        break;
+      }
+      case "stdin": {
+        if (object.event?.value !== undefined && object.event?.value !== null) {
+          message.event = { $case: "stdin", value: object.event.value };
+        }
+        break;
+      }
+      case "resize": {
+        if (object.event?.value !== undefined && object.event?.value !== null) {
+          message.event = { $case: "resize", value: AttachResize.fromPartial(object.event.value) };
+        }
+        break;
+      }
+      case "signal": {
+        if (object.event?.value !== undefined && object.event?.value !== null) {
+          message.event = { $case: "signal", value: object.event.value };
+        }
+        break;
+      }
+      case "stdinEof": {
+        if (object.event?.value !== undefined && object.event?.value !== null) {
+          message.event = { $case: "stdinEof", value: AttachStdinEof.fromPartial(object.event.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseAttachStart(): AttachStart {
+  return { vmId: "", command: "", args: [], env: [], workdir: "", pty: undefined };
+}
+
+export const AttachStart: MessageFns<AttachStart> = {
+  encode(message: AttachStart, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vmId !== "") {
+      writer.uint32(10).string(message.vmId);
+    }
+    if (message.command !== "") {
+      writer.uint32(18).string(message.command);
+    }
+    for (const v of message.args) {
+      writer.uint32(26).string(v!);
+    }
+    for (const v of message.env) {
+      writer.uint32(34).string(v!);
+    }
+    if (message.workdir !== "") {
+      writer.uint32(42).string(message.workdir);
+    }
+    if (message.pty !== undefined) {
+      AttachResize.encode(message.pty, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachStart {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachStart();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.command = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.args.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.env.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.workdir = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.pty = AttachResize.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<AttachStart>, I>>(base?: I): AttachStart {
+    return AttachStart.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachStart>, I>>(object: I): AttachStart {
+    const message = createBaseAttachStart();
+    message.vmId = object.vmId ?? "";
+    message.command = object.command ?? "";
+    message.args = object.args?.map((e) => e) || [];
+    message.env = object.env?.map((e) => e) || [];
+    message.workdir = object.workdir ?? "";
+    message.pty = (object.pty !== undefined && object.pty !== null) ? AttachResize.fromPartial(object.pty) : undefined;
+    return message;
+  },
+};
+
+function createBaseAttachResize(): AttachResize {
+  return { rows: 0, cols: 0 };
+}
+
+export const AttachResize: MessageFns<AttachResize> = {
+  encode(message: AttachResize, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.rows !== 0) {
+      writer.uint32(8).uint32(message.rows);
+    }
+    if (message.cols !== 0) {
+      writer.uint32(16).uint32(message.cols);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachResize {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachResize();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.rows = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.cols = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<AttachResize>, I>>(base?: I): AttachResize {
+    return AttachResize.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachResize>, I>>(object: I): AttachResize {
+    const message = createBaseAttachResize();
+    message.rows = object.rows ?? 0;
+    message.cols = object.cols ?? 0;
+    return message;
+  },
+};
+
+function createBaseAttachStdinEof(): AttachStdinEof {
+  return {};
+}
+
+export const AttachStdinEof: MessageFns<AttachStdinEof> = {
+  encode(_: AttachStdinEof, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachStdinEof {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachStdinEof();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<AttachStdinEof>, I>>(base?: I): AttachStdinEof {
+    return AttachStdinEof.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachStdinEof>, I>>(_: I): AttachStdinEof {
+    const message = createBaseAttachStdinEof();
+    return message;
+  },
+};
+
+function createBaseAttachResponse(): AttachResponse {
+  return { event: undefined };
+}
+
+export const AttachResponse: MessageFns<AttachResponse> = {
+  encode(message: AttachResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.event?.$case) {
+      case "started":
+        AttachStarted.encode(message.event.value, writer.uint32(10).fork()).join();
+        break;
+      case "output":
+        OutputChunk.encode(message.event.value, writer.uint32(18).fork()).join();
+        break;
+      case "exit":
+        AttachExit.encode(message.event.value, writer.uint32(26).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.event = { $case: "started", value: AttachStarted.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.event = { $case: "output", value: OutputChunk.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.event = { $case: "exit", value: AttachExit.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<AttachResponse>, I>>(base?: I): AttachResponse {
+    return AttachResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachResponse>, I>>(object: I): AttachResponse {
+    const message = createBaseAttachResponse();
+    switch (object.event?.$case) {
+      case "started": {
+        if (object.event?.value !== undefined && object.event?.value !== null) {
+          message.event = { $case: "started", value: AttachStarted.fromPartial(object.event.value) };
+        }
+        break;
+      }
+      case "output": {
+        if (object.event?.value !== undefined && object.event?.value !== null) {
+          message.event = { $case: "output", value: OutputChunk.fromPartial(object.event.value) };
+        }
+        break;
+      }
+      case "exit": {
+        if (object.event?.value !== undefined && object.event?.value !== null) {
+          message.event = { $case: "exit", value: AttachExit.fromPartial(object.event.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseAttachStarted(): AttachStarted {
+  return { pid: 0 };
+}
+
+export const AttachStarted: MessageFns<AttachStarted> = {
+  encode(message: AttachStarted, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pid !== 0) {
+      writer.uint32(8).uint32(message.pid);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachStarted {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachStarted();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.pid = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<AttachStarted>, I>>(base?: I): AttachStarted {
+    return AttachStarted.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachStarted>, I>>(object: I): AttachStarted {
+    const message = createBaseAttachStarted();
+    message.pid = object.pid ?? 0;
+    return message;
+  },
+};
+
+function createBaseAttachExit(): AttachExit {
+  return { exitCode: 0, signal: 0, durationMs: 0 };
+}
+
+export const AttachExit: MessageFns<AttachExit> = {
+  encode(message: AttachExit, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.exitCode !== 0) {
+      writer.uint32(8).int32(message.exitCode);
+    }
+    if (message.signal !== 0) {
+      writer.uint32(16).int32(message.signal);
+    }
+    if (message.durationMs !== 0) {
+      writer.uint32(24).uint32(message.durationMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachExit {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachExit();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.exitCode = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.signal = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.durationMs = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<AttachExit>, I>>(base?: I): AttachExit {
+    return AttachExit.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachExit>, I>>(object: I): AttachExit {
+    const message = createBaseAttachExit();
+    message.exitCode = object.exitCode ?? 0;
+    message.signal = object.signal ?? 0;
+    message.durationMs = object.durationMs ?? 0;
+    return message;
+  },
+};
+
 /**
  * VmmService boots, supervises and stops the microVMs of one host, and carries exec and REPL
  * traffic to their guest agents. Errors carry the msb error code in the trailing metadata key
@@ -3370,6 +4020,20 @@ export const VmmServiceService = {
     responseSerialize: (value: WriteFileResponse): Buffer => Buffer.from(WriteFileResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): WriteFileResponse => WriteFileResponse.decode(value),
   },
+  /**
+   * Runs an interactive process (optionally on a pseudo-terminal): the first request starts it,
+   * later ones carry stdin, resizes, signals and end of input; responses carry started, output
+   * and, last, the exit. The process group is killed when the caller goes away.
+   */
+  attach: {
+    path: "/msb.vmm.v1.VmmService/Attach" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: AttachRequest): Buffer => Buffer.from(AttachRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AttachRequest => AttachRequest.decode(value),
+    responseSerialize: (value: AttachResponse): Buffer => Buffer.from(AttachResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AttachResponse => AttachResponse.decode(value),
+  },
 } as const;
 
 export interface VmmServiceServer extends UntypedServiceImplementation {
@@ -3393,6 +4057,12 @@ export interface VmmServiceServer extends UntypedServiceImplementation {
   readFile: handleUnaryCall<ReadFileRequest, ReadFileResponse>;
   /** Writes a file in the guest. */
   writeFile: handleUnaryCall<WriteFileRequest, WriteFileResponse>;
+  /**
+   * Runs an interactive process (optionally on a pseudo-terminal): the first request starts it,
+   * later ones carry stdin, resizes, signals and end of input; responses carry started, output
+   * and, last, the exit. The process group is killed when the caller goes away.
+   */
+  attach: handleBidiStreamingCall<AttachRequest, AttachResponse>;
 }
 
 export interface VmmServiceClient extends Client {
@@ -3534,6 +4204,14 @@ export interface VmmServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: WriteFileResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Runs an interactive process (optionally on a pseudo-terminal): the first request starts it,
+   * later ones carry stdin, resizes, signals and end of input; responses carry started, output
+   * and, last, the exit. The process group is killed when the caller goes away.
+   */
+  attach(): ClientDuplexStream<AttachRequest, AttachResponse>;
+  attach(options: Partial<CallOptions>): ClientDuplexStream<AttachRequest, AttachResponse>;
+  attach(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<AttachRequest, AttachResponse>;
 }
 
 export const VmmServiceClient = makeGenericClientConstructor(VmmServiceService, "msb.vmm.v1.VmmService") as unknown as {
