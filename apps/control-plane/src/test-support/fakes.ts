@@ -86,7 +86,10 @@ export const execResult = (
 /** A vmm-agent that "boots" instantly; scripts decide what runs print. */
 export class FakeVmmBackend implements VmmBackend {
   down = false;
-  readonly vms = new Map<string, { spec: CreateVmSpec; status: VmInfo["status"] }>();
+  readonly vms = new Map<
+    string,
+    { spec: CreateVmSpec; status: VmInfo["status"]; reason?: string }
+  >();
   readonly created: CreateVmSpec[] = [];
   readonly stopped: string[] = [];
   /** Thrown by createVm when set (e.g. VM_BOOT_FAILED). */
@@ -134,7 +137,7 @@ export class FakeVmmBackend implements VmmBackend {
       [...this.vms].map(([vmId, vm]) => ({
         vmId,
         status: vm.status,
-        reason: "",
+        reason: vm.reason ?? "",
         accelerator: "tcg",
       })),
     );
