@@ -232,7 +232,12 @@ export function inventory(home: string): Inventory {
     sockets: files.filter((f) => f.type === "socket").map((f) => f.path),
     pidfiles: files.filter((f) => /\.pid$/.test(f.path)).map((f) => f.path),
     locks: files.filter((f) => /\.lock$/.test(f.path)).map((f) => f.path),
-    temps: files.filter((f) => isTemp(f.path)).map((f) => f.path),
+    // A temp directory is reported once, not with everything inside it.
+    temps: files
+      .map((f) => f.path)
+      .filter(
+        (p, _, all) => isTemp(p) && !all.some((q) => q !== p && p.startsWith(`${q}/`) && isTemp(q)),
+      ),
   };
 }
 

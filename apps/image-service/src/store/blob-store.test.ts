@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { readdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { tempDir, type TempDir } from "@msb/testing";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -97,5 +97,30 @@ describe("blob store", () => {
     const open: OpenBlob = () => Promise.resolve({ resumed: false, stream: chunks(data) });
     await store.ensure(digest, data.length, open);
     expect(await readFile(store.blobPath(digest))).toEqual(data);
+  });
+});
+
+describe("blob store opening after a crash", () => {
+  it("removes temp files and rootfs work trees of dead writers, keeps live ones and partial blobs", async () => {
+    const dir = await tempDir();
+    try {
+      const tmp = join(dir.path, "tmp");
+      await mkdir(join(tmp, "rootfs-0123456789abcdef-2147483646-0123456789ab", "tree"), {
+        recursive: true,
+      });
+      const live = `rootfs-0123456789abcdef-${process.pid}-0123456789ab`;
+      await mkdir(join(tmp, live));
+      await writeFile(join(tmp, ".rootfs-2147483646-0123456789ab.tmp"), "half");
+      await writeFile(join(tmp, `${"a".repeat(64)}.partial`), "resumable");
+      await writeFile(join(dir.path, "refs.json.2147483646-0123456789ab.tmp"), "{");
+      await writeFile(join(dir.path, "refs.json"), "{}");
+      await createBlobStore(dir.path);
+      expect((await readdir(tmp)).sort()).toEqual([`${"a".repeat(64)}.partial`, live].sort());
+      expect((await readdir(dir.path)).sort()).toEqual(
+        ["blobs", "locks", "refs.json", "tmp"].sort(),
+      );
+    } finally {
+      await dir.remove();
+    }
   });
 });
