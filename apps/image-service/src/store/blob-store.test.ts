@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -120,6 +121,34 @@ describe("blob store opening after a crash", () => {
         ["blobs", "locks", "refs.json", "tmp"].sort(),
       );
     } finally {
+      await dir.remove();
+    }
+  });
+});
+
+describe("temp files of a killed writer not yet reaped", () => {
+  it("counts a zombie writer as dead", async () => {
+    // The inner sleep's parent execs into a sleep that never reaps it: a zombie for 5 s,
+    // like a killed image-service whose supervisor died with it.
+    const parent = spawn("sh", ["-c", "sleep 0.1 & echo $!; exec sleep 5"], {
+      stdio: ["ignore", "pipe", "ignore"],
+    });
+    const zombie = await new Promise<number>((resolve) =>
+      parent.stdout.once("data", (d: Buffer) => resolve(Number(d.toString().trim()))),
+    );
+    const dir = await tempDir();
+    try {
+      for (;;) {
+        const stat = await readFile(`/proc/${zombie}/stat`, "utf8");
+        if (stat.charAt(stat.lastIndexOf(")") + 2) === "Z") break;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      await mkdir(join(dir.path, "tmp"));
+      await writeFile(join(dir.path, "tmp", `.rootfs-${zombie}-0123456789ab.tmp`), "half");
+      await createBlobStore(dir.path);
+      expect(await readdir(join(dir.path, "tmp"))).toEqual([]);
+    } finally {
+      parent.kill("SIGKILL");
       await dir.remove();
     }
   });
