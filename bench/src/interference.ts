@@ -110,16 +110,21 @@ async function main(): Promise<void> {
         command: "sh",
         args: ["-c", "while :; do :; done"],
         timeout: hogSeconds,
-      }).catch((err: Error & { code?: string }) => {
+      }).then(
+        () => undefined,
         // Ended by its timeout, or by the stop below: both are the expected end of a hog.
-        if (!["TIMEOUT", "SANDBOX_STOPPED", "VM_DIED"].includes(err.code ?? "")) throw err;
-      }),
+        // Anything else is kept, not thrown here: an unhandled rejection would skip the
+        // `finally` below and leave the server running.
+        (err: Error & { code?: string }) =>
+          ["TIMEOUT", "SANDBOX_STOPPED", "VM_DIED"].includes(err.code ?? "") ? undefined : err,
+      ),
     );
     // Let the hogs reach their guests before measuring; nothing to await from outside.
     await new Promise((resolve) => setTimeout(resolve, 2_000));
     const loaded = await sample(RUNS);
     for (const sandbox of noisy) await rpc("sandbox.stop", { sandbox });
-    await Promise.all(hogs);
+    const hogError = (await Promise.all(hogs)).find((e) => e !== undefined);
+    if (hogError !== undefined) throw hogError;
     await rpc("sandbox.stop", { sandbox: "quiet" });
 
     const idleS = summarize(idle);
