@@ -118,6 +118,7 @@ static struct {
 	int connected;
 	int discarding;          /* after a fatal framing error: drop input until reconnect */
 	uint64_t next_port_check;
+	uint64_t next_sweep; /* ms; see sweep_cgroups in the main loop */
 	int sigfd;
 
 	unsigned char *in;       /* frame being received */
@@ -576,8 +577,27 @@ static int set_nonblock(int fd)
 	return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
+/* The counter `key` ("max ", "oom_kill ") of a cgroup events file, 0 if unknown. */
+static long cg_event(const char *cg, const char *file, const char *key)
+{
+	char p[112], line[64];
+	snprintf(p, sizeof p, "%s/%s", cg, file);
+	FILE *f = fopen(p, "re");
+	if (!f) return 0;
+	long n = 0;
+	size_t k = strlen(key);
+	while (fgets(line, sizeof line, f))
+		if (!strncmp(line, key, k)) n = atol(line + k);
+	fclose(f);
+	return n;
+}
+
 /* Removes leaf cgroups of finished execs that still had dying processes when they ended
- * (rmdir fails on a populated cgroup, so live ones are untouched). */
+ * (rmdir fails on a populated cgroup, so live ones are untouched). Background processes a
+ * finished exec left on purpose (`nohup server &`) keep running; but a leftover that has run
+ * into its pids limit or had processes OOM-killed is a runaway — typically a fork bomb that
+ * outlived its exec (`:(){ :|:& };:` returns at once) — and all of it is killed (cgroup.kill)
+ * so the next exec gets the machine back. */
 static void sweep_cgroups(void)
 {
 	DIR *d = opendir("/sys/fs/cgroup/msb");
@@ -590,7 +610,13 @@ static void sweep_cgroups(void)
 		int live = 0;
 		for (struct stream *s = A.streams; s && !live; s = s->next)
 			live = s->kind == S_PROC && !strcmp(s->cgroup, p);
-		if (!live) rmdir(p);
+		if (live) continue;
+		if (rmdir(p) == 0 || errno != EBUSY) continue;
+		if (cg_event(p, "pids.events", "max ") > 0 || cg_event(p, "memory.events", "oom_kill ") > 0) {
+			char k[112];
+			snprintf(k, sizeof k, "%s/cgroup.kill", p);
+			write_file_str(k, "1");
+		}
 	}
 	closedir(d);
 }
@@ -684,6 +710,14 @@ static void op_exec(uint32_t id, const jval *req)
 		snprintf(cg, sizeof cg, "/sys/fs/cgroup/msb/x%u", ++A.exec_seq);
 		if (mkdir(cg, 0755) == 0) {
 			char p[96];
+			/* Half the user budget per exec: a fork bomb hits its own limit (and is then
+			 * recognisable, see sweep_cgroups) while the next exec still has room. */
+			if (g_boot.pids_limit >= 64) {
+				char v[32];
+				snprintf(p, sizeof p, "%s/pids.max", cg);
+				snprintf(v, sizeof v, "%llu", (unsigned long long)(g_boot.pids_limit / 2));
+				write_file_str(p, v);
+			}
 			snprintf(p, sizeof p, "%s/cgroup.procs", cg);
 			cg_fd = open(p, O_WRONLY | O_CLOEXEC);
 		} else {
@@ -1634,6 +1668,13 @@ int main(int argc, char **argv)
 			struct pollfd p = { .fd = A.port, .events = POLLIN };
 			A.next_port_check = now + 20;
 			if (poll(&p, 1, 0) >= 0 && !(p.revents & POLLHUP)) on_connect();
+		}
+		/* Runaway leftovers of finished execs are killed within a second, not only when the
+		 * next exec starts: a fork bomb starves that exec before it could sweep. The poll
+		 * timeout below is at most 1000 ms, so this runs about once a second. */
+		if (g_boot.cgroup_ok && now >= A.next_sweep) {
+			A.next_sweep = now + 1000;
+			sweep_cgroups();
 		}
 
 		int np = 0, timeout = 1000, busy = 0;

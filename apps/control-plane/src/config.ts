@@ -62,6 +62,11 @@ export interface TimeoutsConfig {
   readonly stopVmMs: number;
   /** Deadline of small calls (ListVms, GetVmMetrics, GetHostInfo, health probes). Default 5 s. */
   readonly probeMs: number;
+  /**
+   * Between two ListVms passes that mark sandboxes whose VM died as failed; bounds how long
+   * the database may say `running` for a dead VM nobody calls. 0 disables. Default 2 s.
+   */
+  readonly reconcileIntervalMs: number;
 }
 
 const MIB = 1024 * 1024;
@@ -105,6 +110,7 @@ const envSchema = z.object({
   MSB_CREATE_VM_TIMEOUT_MS: int(1_000, 3_600_000).default(180_000),
   MSB_STOP_VM_TIMEOUT_MS: int(1_000, 3_600_000).default(60_000),
   MSB_PROBE_TIMEOUT_MS: int(100, 600_000).default(5_000),
+  MSB_RECONCILE_INTERVAL_MS: int(0, 3_600_000).default(2_000),
 });
 
 export interface LoadConfigDefaults {
@@ -191,6 +197,7 @@ export function loadConfig(
       createVmMs: e.MSB_CREATE_VM_TIMEOUT_MS,
       stopVmMs: e.MSB_STOP_VM_TIMEOUT_MS,
       probeMs: e.MSB_PROBE_TIMEOUT_MS,
+      reconcileIntervalMs: e.MSB_RECONCILE_INTERVAL_MS,
     },
   };
 }

@@ -66,7 +66,10 @@ runMain(
         signal: lifecycle.signal,
       },
     );
-    const reconciled = reconcileWhenReady(sandboxes, logger, { signal: lifecycle.signal });
+    const reconciled = reconcileWhenReady(sandboxes, logger, {
+      signal: lifecycle.signal,
+      intervalMs: config.timeouts.reconcileIntervalMs,
+    });
     lifecycle.onShutdown("reconciler", () => reconciled);
 
     const app = createApp(

@@ -27,6 +27,7 @@ import { resolveVolume, type VmIdentities } from "./hypervisor/qemu/identity.js"
 import { describeExit } from "./hypervisor/qemu/qemu-hypervisor.js";
 import type { NetworkPolicyStatus } from "./network/policy.js";
 import { ensureScratchDisk } from "./scratch-disk.js";
+import { kernelPanicLine } from "./supervision/console-log.js";
 import { VM_FILES, isValidVmId, vmDir } from "./supervision/vm-files.js";
 
 export type VmStateName = "starting" | "running" | "stopping" | "stopped" | "failed";
@@ -274,7 +275,10 @@ async function availableMemoryBytes(): Promise<number> {
 
 function consoleSummary(vm: VmProcess | undefined, lines = 12): string {
   const tail = vm?.consoleTail(lines) ?? [];
-  return tail.length > 0 ? ` Last console lines:\n${tail.join("\n")}` : "";
+  // A panic's stack dump pushes its one telling line out of the short tail: name it first.
+  const panic = kernelPanicLine(vm?.consoleTail(200) ?? []);
+  const cause = panic === undefined ? "" : ` Guest kernel panic: ${panic}.`;
+  return `${cause}${tail.length > 0 ? ` Last console lines:\n${tail.join("\n")}` : ""}`;
 }
 
 /** Resolves when `p` settles or after `ms`, whichever is first; true when `p` settled. */
@@ -882,6 +886,12 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
         })
         .then(
           (result) => {
+            // The interpreter "died" because the agent connection did (QEMU killed, guest
+            // panic): that is the VM's death, not a REPL restart; report it as such.
+            if (result.error?.type === "ReplDied" && client.closedReason !== undefined) {
+              void translate(rec, client.closedReason).then((e) => queue.end(e));
+              return;
+            }
             queue.push({
               kind: "result",
               status: result.status,

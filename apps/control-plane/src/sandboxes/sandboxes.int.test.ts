@@ -338,6 +338,45 @@ describe("the sandbox JSON-RPC flow", () => {
   });
 });
 
+describe("periodic reconciliation while serving", () => {
+  it("marks a running sandbox whose VM died failed with the vmm-agent's reason, leaves the others", async () => {
+    const vmm = new FakeVmmBackend();
+    const h = await createHarness({ dev: true, vmm });
+    try {
+      await h.rpc("sandbox.start", start("alive"));
+      await h.rpc("sandbox.start", start("killed"));
+      await h.rpc("sandbox.start", start("gone"));
+      vmm.vms.set("default/killed", {
+        ...vmm.vms.get("default/killed")!,
+        status: "failed",
+        reason: "QEMU exited unexpectedly (killed by SIGKILL).",
+      });
+      vmm.vms.delete("default/gone"); // its vmm-agent was restarted
+      const report = await h.service.reconcile(AbortSignal.timeout(5_000), { live: true });
+      expect(report.lost.sort()).toEqual(["default/gone", "default/killed"]);
+      expect(h.store.get("default", "alive")?.state).toBe("running");
+      expect(h.store.get("default", "killed")).toMatchObject({
+        state: "failed",
+        errorCode: "VM_DIED",
+        reason: "the VM stopped unexpectedly: QEMU exited unexpectedly (killed by SIGKILL).",
+      });
+      expect(h.store.get("default", "gone")?.reason).toMatch(/vmm-agent no longer runs it/);
+      const res = await h.rpc("sandbox.repl.run", {
+        sandbox: "killed",
+        language: "python",
+        code: "1",
+      });
+      expect(res.json().error.code).toBe(-32004);
+      expect(res.json().error.data.code).toBe("SANDBOX_STOPPED");
+      expect(res.json().error.message).toMatch(
+        /sandbox stopped: the VM stopped unexpectedly: QEMU/,
+      );
+    } finally {
+      await h.close();
+    }
+  });
+});
+
 describe("reconciliation after a control-plane restart", () => {
   it("marks a sandbox whose VM is gone failed, and keeps one that still runs", async () => {
     const vmm = new FakeVmmBackend();

@@ -144,8 +144,18 @@ export interface SandboxService {
    * Makes the database agree with the vmm-agent after a restart: a sandbox the database
    * thinks is live but the vmm-agent does not run becomes failed ("VM lost while the control
    * plane was down"). Throws SERVICE_UNAVAILABLE when the vmm-agent is down (retry later).
+   * With `live` (the periodic pass while serving), only sandboxes that were already running
+   * before the vmm-agent was asked are checked — starts and stops in flight are left to
+   * their own calls — and a VM that died (QEMU killed, guest panic, vmm-agent restarted) is
+   * recorded as failed with the vmm-agent's reason, so the database never keeps saying
+   * `running` for a VM that is gone.
    */
-  reconcile(signal: AbortSignal): Promise<ReconcileReport>;
+  reconcile(signal: AbortSignal, options?: ReconcileOptions): Promise<ReconcileReport>;
+}
+
+export interface ReconcileOptions {
+  /** A pass while serving (see `reconcile`), not the one after the control plane started. */
+  readonly live?: boolean;
 }
 
 /** `sandbox.files.write` result. */
@@ -655,7 +665,9 @@ export function createSandboxService(
       };
     },
 
-    async reconcile(signal) {
+    async reconcile(signal, reconcileOptions) {
+      const live = reconcileOptions?.live === true;
+      const listedAt = Date.now();
       const vms = await vmm.listVms(signal);
       const byId = new Map<string, VmInfo>(vms.map((vm) => [vm.vmId, vm]));
       const lost: string[] = [];
@@ -664,10 +676,13 @@ export function createSandboxService(
       for (const snapshot of store.list()) {
         known.add(snapshot.vmId);
         if (snapshot.state === "stopped" || snapshot.state === "failed") continue;
+        if (live && snapshot.state !== "running") continue;
         checked += 1;
         await mutex.run(keyOf(snapshot.namespace, snapshot.name), async () => {
           const r = store.get(snapshot.namespace, snapshot.name);
           if (r === undefined) return;
+          // Changed since the vmm-agent answered (a stop and a new start): the answer is stale.
+          if (live && (r.state !== "running" || r.updatedAt > listedAt)) return;
           const vm = byId.get(r.vmId);
           const alive = vm?.status === "running";
           const why =
@@ -675,11 +690,12 @@ export function createSandboxService(
               ? ""
               : ` (vmm-agent: ${vm.status}${vm.reason ? `, ${vm.reason}` : ""})`;
           if (r.state === "running" && !alive) {
-            store.apply(r.namespace, r.name, {
-              type: "fail",
-              reason: `VM lost while the control plane was down${why}`,
-              code: "VM_DIED",
-            });
+            const reason = !live
+              ? `VM lost while the control plane was down${why}`
+              : vm === undefined
+                ? "the VM is gone: the vmm-agent no longer runs it (the vmm-agent was restarted, and its VMs stop with it)"
+                : `the VM stopped unexpectedly: ${vm.reason || vm.status}`;
+            store.apply(r.namespace, r.name, { type: "fail", reason, code: "VM_DIED" });
             lost.push(r.vmId);
           } else if (r.state === "starting") {
             if (alive) {
@@ -702,7 +718,8 @@ export function createSandboxService(
       const orphans = vms
         .filter((vm) => !known.has(vm.vmId) && vm.status === "running")
         .map((vm) => vm.vmId);
-      if (orphans.length > 0) {
+      // The periodic pass reports orphans to its caller, which logs them when they change.
+      if (orphans.length > 0 && !live) {
         logger.warn({ orphans }, "the vmm-agent runs VMs the control plane has no record of");
       }
       if (lost.length > 0) logger.warn({ lost }, "sandboxes whose VM was lost marked failed");

@@ -96,7 +96,7 @@ export class FakeVmmBackend implements VmmBackend {
   down = false;
   readonly vms = new Map<
     string,
-    { spec: CreateVmSpec; status: VmInfo["status"]; start?: VmStartFacts }
+    { spec: CreateVmSpec; status: VmInfo["status"]; start?: VmStartFacts; reason?: string }
   >();
   /** How the next VMs "start" (start kind, boot ms, paused), as a vmm-agent reports it. */
   nextStart: VmStartFacts | undefined;
@@ -162,7 +162,7 @@ export class FakeVmmBackend implements VmmBackend {
       [...this.vms].map(([vmId, vm]) => ({
         vmId,
         status: vm.status,
-        reason: "",
+        reason: vm.reason ?? "",
         accelerator: "tcg",
         ...vm.start,
       })),

@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { copyFile, link, mkdir, open, rename, rm, stat } from "node:fs/promises";
 import { dirname, join, posix } from "node:path";
@@ -7,7 +6,7 @@ import type { Rootfs } from "@msb/proto";
 import { progress, withProgress, type Operation } from "../progress.js";
 import { layerCompression } from "../registry/manifest.js";
 import { digestHex } from "../store/blob-store.js";
-import { acquireFileLock, fsyncDir } from "../store/fs-util.js";
+import { acquireFileLock, fsyncDir, ownedTempName } from "../store/fs-util.js";
 import type { ImageCatalog, LocalImage } from "../store/images.js";
 import { unpackLayer } from "../unpack/unpack.js";
 import { mkfsErofsRunner, type MkfsRunner } from "./erofs.js";
@@ -51,7 +50,7 @@ export async function isErofsFile(path: string): Promise<boolean> {
 async function linkOrCopy(source: string, dest: string, tmpDir: string): Promise<void> {
   await mkdir(tmpDir, { recursive: true });
   await mkdir(dirname(dest), { recursive: true });
-  const tmp = join(tmpDir, `.rootfs-${randomBytes(6).toString("hex")}.tmp`);
+  const tmp = join(tmpDir, ownedTempName(".rootfs-", ".tmp"));
   try {
     try {
       await link(source, tmp);
@@ -145,10 +144,7 @@ export async function* buildRootfs(
 
   async function build(emit: (p: ReturnType<typeof progress>) => void): Promise<Rootfs> {
     const release = await catalog.store.lock(`rootfs-${hex}`, signal);
-    const work = join(
-      catalog.store.tmpDir,
-      `rootfs-${hex.slice(0, 16)}-${randomBytes(4).toString("hex")}`,
-    );
+    const work = join(catalog.store.tmpDir, ownedTempName(`rootfs-${hex.slice(0, 16)}-`, ""));
     let releaseCache: (() => Promise<void>) | undefined;
     try {
       if (await exists(path)) return await describe(true);

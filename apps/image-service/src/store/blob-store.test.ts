@@ -1,5 +1,6 @@
+import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { readdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { tempDir, type TempDir } from "@msb/testing";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -97,5 +98,58 @@ describe("blob store", () => {
     const open: OpenBlob = () => Promise.resolve({ resumed: false, stream: chunks(data) });
     await store.ensure(digest, data.length, open);
     expect(await readFile(store.blobPath(digest))).toEqual(data);
+  });
+});
+
+describe("blob store opening after a crash", () => {
+  it("removes temp files and rootfs work trees of dead writers, keeps live ones and partial blobs", async () => {
+    const dir = await tempDir();
+    try {
+      const tmp = join(dir.path, "tmp");
+      await mkdir(join(tmp, "rootfs-0123456789abcdef-2147483646-0123456789ab", "tree"), {
+        recursive: true,
+      });
+      const live = `rootfs-0123456789abcdef-${process.pid}-0123456789ab`;
+      await mkdir(join(tmp, live));
+      await writeFile(join(tmp, ".rootfs-2147483646-0123456789ab.tmp"), "half");
+      await writeFile(join(tmp, `${"a".repeat(64)}.partial`), "resumable");
+      await writeFile(join(dir.path, "refs.json.2147483646-0123456789ab.tmp"), "{");
+      await writeFile(join(dir.path, "refs.json"), "{}");
+      await createBlobStore(dir.path);
+      expect((await readdir(tmp)).sort()).toEqual([`${"a".repeat(64)}.partial`, live].sort());
+      expect((await readdir(dir.path)).sort()).toEqual(
+        ["blobs", "locks", "refs.json", "tmp"].sort(),
+      );
+    } finally {
+      await dir.remove();
+    }
+  });
+});
+
+describe("temp files of a killed writer not yet reaped", () => {
+  it("counts a zombie writer as dead", async () => {
+    // The inner sleep's parent execs into a sleep that never reaps it: a zombie for 5 s,
+    // like a killed image-service whose supervisor died with it.
+    const parent = spawn("sh", ["-c", "sleep 0.1 & echo $!; exec sleep 5"], {
+      stdio: ["ignore", "pipe", "ignore"],
+    });
+    const zombie = await new Promise<number>((resolve) =>
+      parent.stdout.once("data", (d: Buffer) => resolve(Number(d.toString().trim()))),
+    );
+    const dir = await tempDir();
+    try {
+      for (;;) {
+        const stat = await readFile(`/proc/${zombie}/stat`, "utf8");
+        if (stat.charAt(stat.lastIndexOf(")") + 2) === "Z") break;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      await mkdir(join(dir.path, "tmp"));
+      await writeFile(join(dir.path, "tmp", `.rootfs-${zombie}-0123456789ab.tmp`), "half");
+      await createBlobStore(dir.path);
+      expect(await readdir(join(dir.path, "tmp"))).toEqual([]);
+    } finally {
+      parent.kill("SIGKILL");
+      await dir.remove();
+    }
   });
 });

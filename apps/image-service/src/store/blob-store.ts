@@ -3,7 +3,7 @@ import { createReadStream } from "node:fs";
 import { mkdir, open, readFile, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { MsbError } from "@msb/errors";
-import { acquireFileLock, fsyncDir } from "./fs-util.js";
+import { acquireFileLock, fsyncDir, sweepDeadTemps } from "./fs-util.js";
 
 /** Bytes of a blob from a source, starting at `offset` when the source can resume. */
 export interface BlobSource {
@@ -72,6 +72,10 @@ export async function createBlobStore(root: string): Promise<BlobStore> {
   const tmpDir = join(root, "tmp");
   const locksDir = join(root, "locks");
   await Promise.all([blobsDir, tmpDir, locksDir].map((d) => mkdir(d, { recursive: true })));
+  // What a writer killed mid-write left (rootfs work trees, temp files of atomic writes);
+  // partial blobs stay, the next pull resumes them.
+  await sweepDeadTemps(tmpDir);
+  await sweepDeadTemps(root);
   const inflight = new Map<string, Promise<EnsureBlobResult>>();
   const blobPath = (digest: string): string => join(blobsDir, digestHex(digest));
   const sizeOf = async (digest: string): Promise<number | undefined> =>

@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createConsoleRecorder } from "./console-log.js";
+import { createConsoleRecorder, kernelPanicLine } from "./console-log.js";
 
 describe("console recorder", () => {
   let dir: string;
@@ -32,5 +32,21 @@ describe("console recorder", () => {
     await symlink(target, join(dir, "console.log"));
     expect(() => createConsoleRecorder(join(dir, "console.log"), 64)).toThrow(/ELOOP/);
     expect(await readFile(target, "utf8")).toBe("precious");
+  });
+});
+
+describe("kernelPanicLine", () => {
+  it("finds the panic line above its stack dump, without the printk time", () => {
+    const lines = [
+      "[   17.370000] tail invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0",
+      "[   17.380000] Kernel panic - not syncing: Out of memory: compulsory panic_on_oom is enabled",
+      "[   17.380000] CPU: 0 PID: 51 Comm: tail Not tainted 6.1.0 #1",
+      "[   17.380000]  </TASK>",
+      "[   17.380000] ---[ end Kernel panic - not syncing: Out of memory: compulsory panic_on_oom is enabled ]---",
+    ];
+    expect(kernelPanicLine(lines)).toBe(
+      "Kernel panic - not syncing: Out of memory: compulsory panic_on_oom is enabled",
+    );
+    expect(kernelPanicLine(["[    0.1] ok", "msb-agent: ready"])).toBeUndefined();
   });
 });

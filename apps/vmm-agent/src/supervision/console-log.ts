@@ -63,3 +63,20 @@ export function createConsoleRecorder(path: string, maxBytes: number): ConsoleRe
     },
   };
 }
+
+/** `[   17.380000] ` and similar printk time prefixes. */
+const PRINTK_TIME = /^\[\s*\d+\.\d+\]\s*/;
+
+/**
+ * The guest kernel's last "Kernel panic - not syncing: …" line in `lines`, without its time
+ * prefix, or undefined. A panic's stack dump pushes that line out of a short console tail, and
+ * it is the one line that says why the VM died. The console is guest output: the text is only
+ * ever quoted back to that sandbox's own caller.
+ */
+export function kernelPanicLine(lines: readonly string[]): string | undefined {
+  for (let i = lines.length - 1; i >= 0; i -= 1) {
+    const line = (lines[i] ?? "").replace(PRINTK_TIME, "");
+    if (line.startsWith("Kernel panic - not syncing")) return line.replace(/\s*\]---$/, "");
+  }
+  return undefined;
+}
