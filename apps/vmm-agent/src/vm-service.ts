@@ -726,6 +726,28 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
     },
 
     async stopVm(vmId, { timeoutMs, removeDisk }) {
+      if (removeDisk && !vms.has(vmId) && isValidVmId(vmId)) {
+        // A VM this process does not track (stopped before a restart): only its directory is
+        // left, and deleting it is what the caller asked for. Not an error when it is gone too.
+        const dir = vmDir(options.sandboxesDir, vmId);
+        await rm(dir, { recursive: true, force: true });
+        if (vmId.includes("/")) await rmdir(dirname(dir)).catch(() => undefined);
+        logger.info({ vmId }, "disk of an untracked vm removed");
+        return {
+          vmId,
+          state: "stopped",
+          reason: "",
+          accelerator: "",
+          acceleratorNote: "",
+          pid: 0,
+          startedUnixMs: 0,
+          memoryMib: 0,
+          vcpus: 0,
+          imageReference: "",
+          bootMs: 0,
+          startKind: "cold",
+        };
+      }
       const rec = find(vmId);
       if (rec.stopping === undefined) {
         rec.stopping = stop(rec, timeoutMs > 0 ? timeoutMs : options.stopTimeoutMs, removeDisk);

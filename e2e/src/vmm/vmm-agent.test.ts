@@ -478,6 +478,20 @@ describe("vmm-agent death", () => {
       expect((await readdir(dir)).sort()).toEqual(["console.log", "scratch.ext4"]);
       expect(await readdir(orphanDir)).toEqual([]);
       expect(restarted.logs.join("\n")).toContain("reaped what an earlier vmm-agent left");
+
+      // The restarted vmm-agent does not track the dead VM, yet deletes its disk when asked
+      // (the control plane's sandbox.stop with remove); a plain stop still does not know it.
+      const plain = await rejection(
+        unary(restarted.client, "stopVm", { vmId: "ns/doomed", timeoutMs: 0, removeDisk: false }),
+      );
+      expect(plain.code).toBe("SANDBOX_NOT_FOUND");
+      const removed: StopVmResponse = await unary(restarted.client, "stopVm", {
+        vmId: "ns/doomed",
+        timeoutMs: 0,
+        removeDisk: true,
+      });
+      expect(removed.vm!.state).toBe(VmState.VM_STATE_STOPPED);
+      await expect(stat(dir)).rejects.toMatchObject({ code: "ENOENT" });
     } finally {
       await restarted.stop();
     }
