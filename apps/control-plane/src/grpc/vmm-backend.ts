@@ -125,11 +125,11 @@ export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBac
       return toVmInfo(res.vm, spec.vmId);
     },
 
-    async stopVm(vmId, signal) {
+    async stopVm(vmId, signal, stopOptions) {
       await callUnary(
         SERVICE,
         client.stopVm.bind(client),
-        { vmId, timeoutMs: 0, removeDisk: false },
+        { vmId, timeoutMs: 0, removeDisk: stopOptions?.removeDisk ?? false },
         { timeoutMs: options.stopVmMs, signal },
       );
     },

@@ -52,6 +52,9 @@ describe("MCP at /mcp over a real HTTP connection", () => {
     const runCode = tools.find((t) => t.name === "sandbox_run_code")!;
     expect(runCode.inputSchema.required).toEqual(["sandbox", "language", "code"]);
     expect(runCode.inputSchema.properties).toHaveProperty("timeout");
+    const stop = tools.find((t) => t.name === "sandbox_stop")!;
+    expect(stop.inputSchema.required).toEqual(["sandbox"]);
+    expect(stop.inputSchema.properties).toHaveProperty("remove");
 
     const { prompts } = await client.listPrompts();
     expect(prompts.map((p) => p.name)).toEqual(["create_python_sandbox", "create_node_sandbox"]);
@@ -80,6 +83,14 @@ describe("MCP at /mcp over a real HTTP connection", () => {
       status: "success",
       output: [{ stream: "stdout", text: "Hello World!" }],
     });
+
+    const removed = await client.callTool({
+      name: "sandbox_stop",
+      arguments: { sandbox: "py", remove: true },
+    });
+    expect(text(removed)).toBe("Sandbox py stopped successfully and removed (namespace default).");
+    expect(h.store.get("default", "py")).toBeUndefined();
+    expect(h.vmm.removedDisks).toEqual(["default/py"]);
   });
 
   it("returns failures as isError results carrying the code", async () => {

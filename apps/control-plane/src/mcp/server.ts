@@ -63,11 +63,12 @@ export function createMcpServer(
     },
     {
       name: "sandbox_stop",
-      description: "Stop a running sandbox. Its files are kept for the next start.",
+      description:
+        "Stop a running sandbox. Its files are kept for the next start, unless remove is true: then its files and the sandbox itself are deleted.",
       schema: stopParamsSchema,
       run: async (args, caller) => {
         const r = await service.stop(caller, parseParams(stopParamsSchema, args));
-        return `Sandbox ${r.name} stopped successfully (namespace ${r.namespace}).`;
+        return `Sandbox ${r.name} stopped successfully${r.removed ? " and removed" : ""} (namespace ${r.namespace}).`;
       },
     },
     {

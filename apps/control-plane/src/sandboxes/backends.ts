@@ -209,12 +209,21 @@ export interface AttachSession {
   readonly events: AsyncIterable<AttachEvent>;
 }
 
+export interface StopVmOptions {
+  /** Delete the VM's scratch disk too. Default false: a stopped sandbox keeps its files. */
+  readonly removeDisk?: boolean;
+}
+
 export interface VmmBackend {
   hostInfo(signal: AbortSignal): Promise<HostInfo>;
   /** Resolves once the guest agent said READY. */
   createVm(spec: CreateVmSpec, signal: AbortSignal): Promise<VmInfo>;
-  /** Throws SANDBOX_NOT_FOUND when the vmm-agent does not know the VM. */
-  stopVm(vmId: string, signal: AbortSignal): Promise<void>;
+  /**
+   * Throws SANDBOX_NOT_FOUND when the vmm-agent does not know the VM. `removeDisk` also deletes
+   * its scratch disk (the sandbox's files), also for a VM that is already stopped or that the
+   * vmm-agent no longer tracks (then it throws nothing).
+   */
+  stopVm(vmId: string, signal: AbortSignal, options?: StopVmOptions): Promise<void>;
   listVms(signal: AbortSignal): Promise<VmInfo[]>;
   vmUsage(vmId: string, signal: AbortSignal): Promise<VmUsage>;
   /** Output events, then exactly one result event. */

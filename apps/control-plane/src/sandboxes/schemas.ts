@@ -69,7 +69,15 @@ export const startParamsSchema = z.object({
 });
 export type StartParams = z.infer<typeof startParamsSchema>;
 
-export const stopParamsSchema = z.object({ sandbox: name("sandbox name"), namespace });
+export const stopParamsSchema = z.object({
+  sandbox: name("sandbox name"),
+  namespace,
+  /**
+   * Also delete the sandbox: its scratch disk and its record (it is then unknown, as if never
+   * started). Default false: a stopped sandbox keeps its files for the next start.
+   */
+  remove: z.boolean({ invalid_type_error: "must be true or false" }).default(false),
+});
 export type StopParams = z.infer<typeof stopParamsSchema>;
 
 export const metricsParamsSchema = z.object({

@@ -49,6 +49,8 @@ export interface StopResult {
   readonly state: "stopped";
   /** True when there was nothing to stop. */
   readonly alreadyStopped: boolean;
+  /** True when the sandbox was also deleted (`remove: true`): disk and record are gone. */
+  readonly removed: boolean;
 }
 
 /** One entry of `sandbox.metrics.get` (SPEC.md shape, plus `state`, `reason`, `image`). */
@@ -112,6 +114,10 @@ export interface RunCommandResult {
 export interface SandboxService {
   /** Boots the sandbox (or finds it running with the same config) and resolves once its guest agent answered. */
   start(caller: Caller, params: StartParams): Promise<StartResult>;
+  /**
+   * Stops the sandbox's VM; with `remove` also deletes its scratch disk and its record, so
+   * later calls get SANDBOX_NOT_FOUND (used by `msb exe` for its temporary sandboxes).
+   */
   stop(caller: Caller, params: StopParams): Promise<StopResult>;
   metrics(caller: Caller, params: MetricsParams, signal: AbortSignal): Promise<MetricsResult>;
   /** `signal` aborts the run when the caller goes away; `observer` sees output as it comes. */
@@ -417,31 +423,41 @@ export function createSandboxService(
     },
 
     async stop(caller, params) {
-      const { namespace, sandbox: name } = params;
+      const { namespace, sandbox: name, remove } = params;
       assertMayAccess(caller, namespace);
       return mutex.run(keyOf(namespace, name), async () => {
         const record = store.get(namespace, name);
         if (record === undefined) throw notFound(namespace, name);
-        const result = { namespace, name, state: "stopped" as const };
-        if (record.state === "stopped") return { ...result, alreadyStopped: true };
         if (record.state === "starting" || record.state === "stopping") throw busy(record);
-        store.apply(namespace, name, { type: "stop" });
-        try {
-          await vmm.stopVm(record.vmId, lifecycle);
-        } catch (err) {
-          if (!(err instanceof MsbError && VM_GONE_CODES.includes(err.code))) {
-            const known = err instanceof MsbError && err.code !== "INTERNAL";
-            store.apply(namespace, name, {
-              type: "fail",
-              reason: `stopping failed: ${known ? err.message : "internal fault (see the server log)"}`,
-              code: known ? err.code : "INTERNAL",
-            });
-            throw err;
+        const alreadyStopped = record.state === "stopped";
+        if (alreadyStopped) {
+          // The VM is down already; the vmm-agent still deletes its disk (also when it no
+          // longer tracks the VM, e.g. after a restart).
+          if (remove) await vmm.stopVm(record.vmId, lifecycle, { removeDisk: true });
+        } else {
+          store.apply(namespace, name, { type: "stop" });
+          try {
+            await vmm.stopVm(record.vmId, lifecycle, { removeDisk: remove });
+          } catch (err) {
+            if (!(err instanceof MsbError && VM_GONE_CODES.includes(err.code))) {
+              const known = err instanceof MsbError && err.code !== "INTERNAL";
+              store.apply(namespace, name, {
+                type: "fail",
+                reason: `stopping failed: ${known ? err.message : "internal fault (see the server log)"}`,
+                code: known ? err.code : "INTERNAL",
+              });
+              throw err;
+            }
           }
+          store.apply(namespace, name, { type: "stopped" });
+          logger.info({ namespace, sandbox: name, caller: caller.id }, "sandbox stopped");
         }
-        store.apply(namespace, name, { type: "stopped" });
-        logger.info({ namespace, sandbox: name, caller: caller.id }, "sandbox stopped");
-        return { ...result, alreadyStopped: false };
+        if (remove) {
+          // Under the sandbox's lock the row is stopped; the state guard is belt and braces.
+          store.remove(namespace, name, ["stopped"]);
+          logger.info({ namespace, sandbox: name, caller: caller.id }, "sandbox removed");
+        }
+        return { namespace, name, state: "stopped" as const, alreadyStopped, removed: remove };
       });
     },
 

@@ -36,6 +36,12 @@ export interface SandboxStore {
     event: SandboxEvent,
     start?: { readonly config: SandboxConfig; readonly configHash: string; readonly vmId: string },
   ): SandboxRecord;
+  /**
+   * Deletes the record, in a transaction, only while it is in one of `states` (the caller
+   * checked the state under the sandbox's lock; this keeps a row that changed meanwhile).
+   * Returns false when there was no such row.
+   */
+  remove(namespace: string, name: string, states: readonly SandboxState[]): boolean;
   close(): void;
 }
 
@@ -135,6 +141,17 @@ export function openSandboxStore(
      WHERE namespace = @namespace AND name = @name`,
   );
 
+  const deleteStmt = db.prepare<[string, string]>(
+    "DELETE FROM sandboxes WHERE namespace = ? AND name = ?",
+  );
+  const removeTx = db.transaction(
+    (namespace: string, name: string, states: readonly SandboxState[]): boolean => {
+      const current = getStmt.get(namespace, name);
+      if (current === undefined || !states.includes(toRecord(current).state)) return false;
+      return deleteStmt.run(namespace, name).changes === 1;
+    },
+  );
+
   const applyTx = db.transaction(
     (
       namespace: string,
@@ -177,6 +194,9 @@ export function openSandboxStore(
     },
     apply(namespace, name, event, start) {
       return applyTx(namespace, name, event, start);
+    },
+    remove(namespace, name, states) {
+      return removeTx(namespace, name, states);
     },
     close() {
       db.close();

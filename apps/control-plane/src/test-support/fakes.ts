@@ -13,6 +13,7 @@ import type {
   PreparedRootfs,
   RunCodeRequest,
   RunCodeResultEvent,
+  StopVmOptions,
   VmInfo,
   VmmBackend,
 } from "../sandboxes/backends.js";
@@ -104,6 +105,8 @@ export class FakeVmmBackend implements VmmBackend {
   hostExtras: Partial<HostInfo> = {};
   readonly created: CreateVmSpec[] = [];
   readonly stopped: string[] = [];
+  /** VM ids whose scratch disk a stop was asked to delete. */
+  readonly removedDisks: string[] = [];
   /** Thrown by createVm when set (e.g. VM_BOOT_FAILED). */
   failCreateWith: Error | undefined;
   /** When set, createVm waits for this promise (to hold a boot in flight). */
@@ -147,10 +150,16 @@ export class FakeVmmBackend implements VmmBackend {
     return { vmId: spec.vmId, status: "running", reason: "", accelerator: "tcg", ...start };
   }
 
-  stopVm(vmId: string): Promise<void> {
+  stopVm(vmId: string, _signal?: AbortSignal, options?: StopVmOptions): Promise<void> {
     if (this.down) return Promise.reject(down("vmm agent"));
     this.stopped.push(vmId);
-    if (!this.vms.delete(vmId)) {
+    const known = this.vms.delete(vmId);
+    // Like the vmm-agent: removing the disk of a VM it no longer tracks is not an error.
+    if (options?.removeDisk === true) {
+      this.removedDisks.push(vmId);
+      return Promise.resolve();
+    }
+    if (!known) {
       return Promise.reject(new MsbError("SANDBOX_NOT_FOUND", `No VM ${vmId}.`));
     }
     return Promise.resolve();

@@ -73,7 +73,8 @@ export function createRpcMethods(
       "sandbox.stop",
       async (params, { caller }) => {
         const r = await service.stop(caller, parseParams(stopParamsSchema, params));
-        return `Sandbox ${r.name} stopped successfully`;
+        // The original's string, unchanged unless the caller asked for the (newer) `remove`.
+        return `Sandbox ${r.name} stopped successfully${r.removed ? " and removed" : ""}`;
       },
     ],
     [
