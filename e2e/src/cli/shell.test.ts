@@ -1,5 +1,13 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -197,10 +205,23 @@ describe("msb shell, run, exe, apply, up (real server, real VMs)", () => {
     expect(run.out.stderr).toBe("second\n");
   }, 600_000);
 
-  it("exe prints 42; SIGINT or SIGTERM during exe stops its sandbox and VM (exit 130)", async () => {
+  it("exe prints 42; exe deletes its sandbox, also on SIGINT or SIGTERM (exit 130)", async () => {
+    const exeSandboxes = async (): Promise<string[]> => {
+      const all = await rpc(url, "sandbox.metrics.get", { namespace: "default" });
+      return (all.body["result"] as { sandboxes: { name: string }[] }).sandboxes
+        .map((s) => s.name)
+        .filter((n) => n.startsWith("exe-"));
+    };
+    const exeDirs = (): string[] => {
+      const dir = join(home.path, "sandboxes", "default");
+      return existsSync(dir) ? readdirSync(dir).filter((n) => n.startsWith("exe-")) : [];
+    };
     const exe = await cli(["exe", "microsandbox/python", "--", "python3", "-c", "print(6*7)"]);
     expect(exe.code, exe.stderr).toBe(0);
     expect(exe.stdout).toBe("42\n");
+    // Neither a record nor a scratch disk is left behind.
+    expect(await exeSandboxes()).toEqual([]);
+    expect(exeDirs()).toEqual([]);
 
     for (const sig of ["SIGINT", "SIGTERM"] as const) {
       const long = live(
@@ -218,7 +239,8 @@ describe("msb shell, run, exe, apply, up (real server, real VMs)", () => {
       long.child.kill(sig);
       expect(await long.exited).toBe(130);
       const after = await rpc(url, "sandbox.metrics.get", { namespace: "default", sandbox: name });
-      expect(after.body).toMatchObject({ result: { sandboxes: [{ name, running: false }] } });
+      expect(after.body).toMatchObject({ error: { data: { code: "SANDBOX_NOT_FOUND" } } });
+      expect(existsSync(join(home.path, "sandboxes", "default", name))).toBe(false);
       // QEMU of that sandbox is gone (its argv names the sandbox directory).
       expect(processesMentioning(`default/${name}`)).toEqual([]);
     }

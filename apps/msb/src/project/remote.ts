@@ -105,14 +105,21 @@ export async function startSandbox(
   await client.rpc("sandbox.start", { sandbox, namespace, config }, signal);
 }
 
-/** Stops a sandbox; one the server does not know counts as stopped (returns false). */
+/**
+ * Stops a sandbox; one the server does not know counts as stopped (returns false). `remove`
+ * also deletes it (scratch disk and record), as `msb exe` does with its temporary sandboxes.
+ */
 export async function stopSandbox(
   client: ControlPlaneClient,
   namespace: string,
   sandbox: string,
+  options: { readonly remove?: boolean } = {},
 ): Promise<boolean> {
   try {
-    await client.rpc("sandbox.stop", { sandbox, namespace });
+    await client.rpc(
+      "sandbox.stop",
+      options.remove === true ? { sandbox, namespace, remove: true } : { sandbox, namespace },
+    );
     return true;
   } catch (err) {
     if (err instanceof MsbError && err.code === "SANDBOX_NOT_FOUND") return false;

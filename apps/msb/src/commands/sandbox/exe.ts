@@ -1,8 +1,9 @@
 import { randomBytes } from "node:crypto";
 import { isAbsolute, resolve } from "node:path";
 import { Command } from "commander";
-import { toMsbError } from "@msb/errors";
+import { MsbError, toMsbError } from "@msb/errors";
 import { printJson, type CliDeps } from "../../cli/context.js";
+import type { ControlPlaneClient } from "../../client/control-plane.js";
 import { globalOptions } from "../../cli/globals.js";
 import {
   connect,
@@ -75,7 +76,7 @@ export function exeCommand(deps: CliDeps): Command {
 Starts a sandbox named exe-XXXXXXXX from IMAGE, runs the command (argv as given, no shell),
 prints its output as it is produced and exits with its exit code. Without a command it opens
 a shell, like \`msb shell\` (a terminal when stdin is one, else pipes). The sandbox is
-stopped afterwards, also on Ctrl-C or SIGTERM.
+stopped and deleted (its files too) afterwards, also on Ctrl-C or SIGTERM.
 
 Examples:
   msb exe microsandbox/python -- python3 -c 'print(6*7)'
@@ -125,16 +126,42 @@ running · 130 interrupted.`,
         }
       } finally {
         interrupt.dispose();
-        // Stop even after a failure or Ctrl-C; a second Ctrl-C during the stop kills the CLI.
+        // Remove even after a failure or Ctrl-C; a second Ctrl-C during it kills the CLI.
         try {
-          await stopSandbox(client, namespace, name);
+          await removeTemporary(client, namespace, name);
         } catch (err) {
           deps.io.err(
-            `msb: could not stop temporary sandbox ${name}: ${toMsbError(err).message} Stop it with a sandbox.stop call or \`msb server stop\`.\n`,
+            `msb: could not remove temporary sandbox ${name}: ${toMsbError(err).message} Remove it with a sandbox.stop call with "remove": true, or \`msb server stop\`.\n`,
           );
         }
       }
       if (interrupt.signal.aborted) throw new CommandExit(130);
       if (code !== 0) throw new CommandExit(code);
     });
+}
+
+/** How long `msb exe` waits for an interrupted start to settle before removing the sandbox. */
+const BUSY_WAIT_MS = 60_000;
+const BUSY_POLL_MS = 500;
+
+/**
+ * Stops and deletes the temporary sandbox. A Ctrl-C during the start leaves the server still
+ * booting it (SANDBOX_BUSY): the removal is retried until that boot has settled.
+ */
+async function removeTemporary(
+  client: ControlPlaneClient,
+  namespace: string,
+  name: string,
+): Promise<void> {
+  const until = Date.now() + BUSY_WAIT_MS;
+  for (;;) {
+    try {
+      await stopSandbox(client, namespace, name, { remove: true });
+      return;
+    } catch (err) {
+      const busy = err instanceof MsbError && err.code === "SANDBOX_BUSY";
+      if (!busy || Date.now() >= until) throw err;
+      await new Promise((resolve) => setTimeout(resolve, BUSY_POLL_MS));
+    }
+  }
 }
