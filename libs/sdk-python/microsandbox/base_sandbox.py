@@ -187,16 +187,18 @@ class BaseSandbox(ABC):
             raise
         self._is_started = True
 
-    async def stop(self) -> None:
+    async def stop(self, remove: bool = False) -> None:
         """Stop the sandbox (its VM and everything in it). A sandbox that is already gone counts
-        as stopped."""
+        as stopped. ``remove=True`` deletes it too, its files included; the name is then free."""
         if not self._is_started:
             await self._rpc.close()
             return
+        params: Dict[str, Any] = {"sandbox": self._name, "namespace": self._namespace}
+        # Only when asked: servers without ``remove`` get the original request.
+        if remove:
+            params["remove"] = True
         try:
-            await self._rpc.call(
-                "sandbox.stop", {"sandbox": self._name, "namespace": self._namespace}, CONTROL_TIMEOUT
-            )
+            await self._rpc.call("sandbox.stop", params, CONTROL_TIMEOUT)
         except errors.SandboxNotFoundError:
             pass
         finally:

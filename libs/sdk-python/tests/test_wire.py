@@ -137,6 +137,14 @@ class RequestShapeTest(unittest.IsolatedAsyncioTestCase):
             self.assertFalse(sb.is_started)
         self.assertEqual(srv.methods(), ["sandbox.start", "sandbox.stop"])
 
+    async def test_stop_with_remove_asks_the_server_to_delete_the_sandbox(self) -> None:
+        with FakeRpcServer(ok_lifecycle()) as srv:
+            sb = await PythonSandbox.create(name="tmp", server_url=srv.url)
+            await sb.stop(remove=True)
+        self.assertEqual(
+            srv.requests[-1].params, {"sandbox": "tmp", "namespace": "default", "remove": True}
+        )
+
     async def test_calls_reuse_one_keep_alive_connection(self) -> None:
         def extra(rec: Recorded):
             if rec.method == "sandbox.repl.run":

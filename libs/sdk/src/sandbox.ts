@@ -175,13 +175,19 @@ export abstract class BaseSandbox implements AsyncDisposable {
     this.#started = true;
   }
 
-  /** Stops the sandbox and its VM. A sandbox that is already gone counts as stopped. */
-  async stop(): Promise<void> {
+  /**
+   * Stops the sandbox and its VM. A sandbox that is already gone counts as stopped. `remove`
+   * (default false) deletes it too, its files included; the name is then free.
+   */
+  async stop(options: { readonly remove?: boolean } = {}): Promise<void> {
     if (!this.#started) return;
     try {
       await this.#rpc.call(
         "sandbox.stop",
-        { sandbox: this.name, namespace: this.namespace },
+        // `remove` only when asked: servers without it get the original request.
+        options.remove === true
+          ? { sandbox: this.name, namespace: this.namespace, remove: true }
+          : { sandbox: this.name, namespace: this.namespace },
         { timeoutMs: CONTROL_TIMEOUT_SECONDS * 1000 },
       );
     } catch (err) {

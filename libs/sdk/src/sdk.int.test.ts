@@ -125,6 +125,16 @@ describe("request shape", () => {
     for (const rec of srv.requests) expect(rec.headers["authorization"]).toBe("Bearer k-123");
   });
 
+  it("asks the server to delete the sandbox with stop({ remove: true })", async () => {
+    const srv = await serve();
+    const sb = await PythonSandbox.create({ name: "tmp", serverUrl: srv.url });
+    await sb.stop({ remove: true });
+    expect(srv.requests.at(-1)).toMatchObject({
+      method: "sandbox.stop",
+      params: { sandbox: "tmp", namespace: "default", remove: true },
+    });
+  });
+
   it("takes the server URL and key from MSB_SERVER_URL and MSB_API_KEY", async () => {
     const srv = await serve();
     vi.stubEnv("MSB_SERVER_URL", srv.url);
