@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { MsbError } from "@msb/errors";
@@ -29,6 +30,8 @@ const EnvSchema = z.object({
   MSB_DEFAULT_RUN_TIMEOUT_MS: intFrom(100, 86_400_000).default(300_000),
   MSB_OUTPUT_CAP_BYTES: intFrom(1024, 1_073_741_824).default(10 * 1024 * 1024),
   MSB_CONSOLE_LOG_MAX_BYTES: intFrom(4096, 1_073_741_824).default(1024 * 1024),
+  MSB_TEMPLATES: z.enum(["0", "1"]).default("1"),
+  MSB_TEMPLATE_MEMORY_DIR: z.string().min(1).optional(),
 });
 
 /** The vmm-agent's settings; every field has a unit in its name where it has one. */
@@ -64,6 +67,16 @@ export interface VmmAgentConfig {
   readonly outputCapBytes: number;
   /** Size at which a VM's console log stops growing (the last lines stay in memory). */
   readonly consoleLogMaxBytes: number;
+  /** Template snapshots (MSB_TEMPLATES=0: every VM cold-boots). */
+  readonly templatesEnabled: boolean;
+  /** `$MSB_HOME/templates`: state files and scratch disks of templates. */
+  readonly templatesDir: string;
+  /**
+   * Where template RAM files live: a tmpfs, so that clones map page-cache pages. Default
+   * `/dev/shm/msb-<hash of MSB_HOME>` (one per home: two servers never share or delete
+   * each other's).
+   */
+  readonly templateMemoryDir: string;
 }
 
 /** Reads the configuration from the environment; pure, so tests pass their own `env`. */
@@ -101,5 +114,10 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): V
     defaultRunTimeoutMs: e.MSB_DEFAULT_RUN_TIMEOUT_MS,
     outputCapBytes: e.MSB_OUTPUT_CAP_BYTES,
     consoleLogMaxBytes: e.MSB_CONSOLE_LOG_MAX_BYTES,
+    templatesEnabled: e.MSB_TEMPLATES === "1",
+    templatesDir: join(msbHome, "templates"),
+    templateMemoryDir:
+      e.MSB_TEMPLATE_MEMORY_DIR ??
+      join("/dev/shm", `msb-${createHash("sha256").update(msbHome).digest("hex").slice(0, 12)}`),
   };
 }

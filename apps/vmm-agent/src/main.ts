@@ -15,6 +15,8 @@ import type { AcceleratorChoice } from "./hypervisor/hypervisor.js";
 import { createQemuHypervisor } from "./hypervisor/qemu/qemu-hypervisor.js";
 import { reapLeftovers } from "./supervision/leftovers.js";
 import { createProcProcessTable } from "./supervision/process-table.js";
+import { createTemplateBuilder } from "./templates/template-builder.js";
+import { createTemplateManager, type TemplateManager } from "./templates/templates.js";
 import { createVmService } from "./vm-service.js";
 
 const VERSION = "0.1.0";
@@ -73,8 +75,35 @@ runMain(
       memoryBudgetMib: Math.floor((totalmem() / 1024 / 1024) * (config.vmMemoryPercent / 100)),
       maxConcurrentBoots: config.maxConcurrentBoots ?? 2 * cpus().length,
     });
+    let templates: TemplateManager | undefined;
+    if (config.templatesEnabled) {
+      templates = createTemplateManager(
+        {
+          builder: createTemplateBuilder({
+            hypervisor,
+            admission,
+            logger,
+            bootTimeoutMs: config.bootTimeoutMs,
+          }),
+          logger,
+        },
+        {
+          templatesDir: config.templatesDir,
+          memoryDir: config.templateMemoryDir,
+          retryFailedAfterMs: 60_000,
+        },
+      );
+      await templates.init();
+    }
     const service = createVmService(
-      { hypervisor, admission, logger, accelerator, artifacts },
+      {
+        hypervisor,
+        admission,
+        logger,
+        accelerator,
+        artifacts,
+        ...(templates ? { templates } : {}),
+      },
       {
         sandboxesDir: config.sandboxesDir,
         defaultMemoryMib: config.defaultMemoryMib,

@@ -24,6 +24,9 @@ import type {
 import type { PortForwardSpec, VolumeSpec } from "./hypervisor/qemu/command-line.js";
 import { describeExit } from "./hypervisor/qemu/qemu-hypervisor.js";
 import { ensureScratchDisk } from "./scratch-disk.js";
+import { restoreFromTemplate } from "./templates/restore.js";
+import { fileIdentity, type TemplateInputs } from "./templates/template-key.js";
+import type { Template, TemplateManager } from "./templates/templates.js";
 import { VM_FILES, isValidVmId, vmDir } from "./supervision/vm-files.js";
 
 export type VmStateName = "starting" | "running" | "stopping" | "stopped" | "failed";
@@ -44,7 +47,33 @@ export interface VmInfo {
   readonly imageReference: string;
   /** Spawn to READY. */
   readonly bootMs: number;
-  readonly startKind: "cold";
+  readonly startKind: StartKind;
+  /** Paused by the idle timer; the next call resumes it. */
+  readonly paused: boolean;
+}
+
+/** How a VM came to run: booted, restored from a template snapshot, or claimed from the pool. */
+export type StartKind = "cold" | "template" | "pool";
+
+/** A template as GetHostInfo reports it. */
+export interface TemplateInfoView {
+  readonly key: string;
+  readonly imageReference: string;
+  readonly memoryMib: number;
+  readonly vcpus: number;
+  readonly state: "building" | "ready" | "failed";
+  readonly reason: string;
+  readonly warmLanguage: string;
+  readonly poolReady: number;
+  readonly poolTarget: number;
+  readonly buildMs: number;
+}
+
+export interface StartCounters {
+  poolHits: number;
+  poolMisses: number;
+  templateRestores: number;
+  coldBoots: number;
 }
 
 export interface CreateVmParams {
@@ -137,6 +166,9 @@ export interface HostInfo {
   readonly hostMemoryAvailableBytes: number;
   readonly vmsRunning: number;
   readonly maxVms: number;
+  readonly templates: readonly TemplateInfoView[];
+  readonly starts: StartCounters;
+  readonly vmsPaused: number;
 }
 
 /** Where the guest kernel and agent initramfs are; KERNEL_MISSING when they are not built. */
@@ -150,6 +182,8 @@ export interface VmServiceDeps {
   readonly accelerator: () => Promise<AcceleratorChoice>;
   /** The last known choice without waiting, for host info before the probe finished. */
   readonly artifacts: GuestArtifactsResolver;
+  /** Template snapshots; undefined when MSB_TEMPLATES=0 (every VM cold-boots). */
+  readonly templates?: TemplateManager;
 }
 
 export interface VmServiceOptions {
@@ -209,6 +243,7 @@ interface VmRecord {
   pid: number;
   startedUnixMs: number;
   bootMs: number;
+  startKind: StartKind;
   readonly memoryMib: number;
   readonly vcpus: number;
   readonly imageReference: string;
@@ -236,7 +271,8 @@ function info(rec: VmRecord): VmInfo {
     vcpus: rec.vcpus,
     imageReference: rec.imageReference,
     bootMs: rec.bootMs,
-    startKind: "cold",
+    startKind: rec.startKind,
+    paused: false,
   };
 }
 
@@ -279,6 +315,8 @@ async function settledWithin(p: Promise<unknown>, ms: number): Promise<boolean> 
 export function createVmService(deps: VmServiceDeps, options: VmServiceOptions): VmService {
   const { hypervisor, admission, logger } = deps;
   const vms = new Map<string, VmRecord>();
+  const starts: StartCounters = { poolHits: 0, poolMisses: 0, templateRestores: 0, coldBoots: 0 };
+  let qemuVersion: Promise<string> | undefined;
 
   function find(vmId: string): VmRecord {
     const rec = vms.get(vmId);
@@ -437,8 +475,21 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
       const scratchDiskPath = join(rec.dir, VM_FILES.scratchDisk);
       const diskBytes =
         params.diskQuotaBytes > 0 ? params.diskQuotaBytes : options.defaultDiskQuotaBytes;
-      await ensureScratchDisk(scratchDiskPath, diskBytes, { keep: params.keepDisk, signal });
       const bootTimeoutMs = params.bootTimeoutMs > 0 ? params.bootTimeoutMs : options.bootTimeoutMs;
+      // Templates: only VMs without volumes (the 9p devices are part of the snapshot's
+      // device set) and not the restart of a sandbox whose disk is kept (its state wins).
+      const diskKept =
+        params.keepDisk && (await stat(scratchDiskPath).catch(() => undefined))?.isFile() === true;
+      const inputs =
+        deps.templates !== undefined && params.volumes.length === 0 && !diskKept
+          ? await templateInputs(params, diskBytes, choice.accelerator, kernelPath, initramfsPath)
+          : undefined;
+      const template = inputs === undefined ? undefined : deps.templates?.ready(inputs);
+      if (template !== undefined) {
+        const restored = await tryRestore(rec, params, checked, template, bootTimeoutMs, signal);
+        if (restored) return;
+      }
+      await ensureScratchDisk(scratchDiskPath, diskBytes, { keep: params.keepDisk, signal });
       const deadline = AbortSignal.any([signal, AbortSignal.timeout(bootTimeoutMs)]);
       const t0 = Date.now();
       const vm = await hypervisor.launch({
@@ -492,11 +543,116 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
           );
         }
         rec.bootMs = Date.now() - t0;
+        rec.startKind = "cold";
+        starts.coldBoots++;
       } catch (err) {
         throw bootError(rec, vm, err, deadline, signal, bootTimeoutMs);
       }
+      // The next VM like this one restores instead of booting (built in the background).
+      if (inputs !== undefined) deps.templates?.ensure(inputs);
     } finally {
       releaseBoot();
+    }
+  }
+
+  async function templateInputs(
+    params: CreateVmParams,
+    diskBytes: number,
+    accelerator: Accelerator,
+    kernelPath: string,
+    initramfsPath: string,
+  ): Promise<TemplateInputs> {
+    qemuVersion ??= hypervisor.version();
+    const [kernel, initramfs, rootfs, version] = await Promise.all([
+      fileIdentity(kernelPath),
+      fileIdentity(initramfsPath),
+      fileIdentity(params.rootfsPath),
+      qemuVersion,
+    ]);
+    return {
+      kernelPath,
+      initramfsPath,
+      kernel,
+      initramfs,
+      rootfs,
+      rootfsPath: params.rootfsPath,
+      imageReference: params.imageReference,
+      memoryMib: memoryOf(params),
+      vcpus: params.vcpus > 0 ? params.vcpus : options.defaultVcpus,
+      network: params.network !== "none",
+      diskQuotaBytes: diskBytes,
+      qemuVersion: version,
+      accelerator,
+    };
+  }
+
+  function memoryOf(params: CreateVmParams): number {
+    return params.memoryMib > 0 ? params.memoryMib : options.defaultMemoryMib;
+  }
+
+  /**
+   * Restores `rec` from `template`. False (and the VM's traces gone) when the restore failed
+   * for a reason of the template's: the template is discarded and the caller cold-boots.
+   */
+  async function tryRestore(
+    rec: VmRecord,
+    params: CreateVmParams,
+    checked: Awaited<ReturnType<typeof validateCreate>>,
+    template: Template,
+    bootTimeoutMs: number,
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    const deadline = AbortSignal.any([signal, AbortSignal.timeout(bootTimeoutMs)]);
+    const t0 = Date.now();
+    let vm: VmProcess | undefined;
+    try {
+      const restored = await restoreFromTemplate(
+        { hypervisor, logger },
+        {
+          vmId: rec.vmId,
+          dir: rec.dir,
+          template,
+          accelerator: template.inputs.accelerator === "kvm" ? "kvm" : "tcg",
+          scratchDiskPath: join(rec.dir, VM_FILES.scratchDisk),
+          portForwards: checked.ports,
+          hostname: params.hostname !== "" ? params.hostname : (rec.vmId.split("/").pop() ?? ""),
+          env: checked.env,
+          workdir: params.workdir,
+          outputCapBytes: options.outputCapBytes,
+          timeoutMs: bootTimeoutMs,
+        },
+        (launched) => {
+          vm = launched;
+          rec.process = launched;
+          rec.pid = launched.pid;
+          rec.startedUnixMs = Date.now();
+          watchExit(rec, launched);
+        },
+        deadline,
+      );
+      rec.client = restored.client;
+      if (restored.python !== undefined) rec.repls.set("python", restored.python);
+      rec.bootMs = Date.now() - t0;
+      rec.startKind = "template";
+      starts.templateRestores++;
+      return true;
+    } catch (err) {
+      if (signal.aborted || rec.state !== "starting") {
+        throw vm === undefined ? err : bootError(rec, vm, err, deadline, signal, bootTimeoutMs);
+      }
+      const reason = `restore failed: ${err instanceof Error ? err.message : String(err)}${consoleSummary(vm, 5)}`;
+      logger.warn({ vmId: rec.vmId, template: template.key, err }, "restore failed; cold boot");
+      deps.templates?.discard(template.key, reason);
+      rec.process = undefined;
+      rec.client?.close();
+      rec.client = undefined;
+      rec.repls.clear();
+      if (vm !== undefined) {
+        vm.kill("SIGKILL");
+        await vm.exited;
+      }
+      await rm(join(rec.dir, VM_FILES.scratchDisk), { force: true });
+      return false;
     }
   }
 
@@ -609,6 +765,20 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
         hostMemoryAvailableBytes: await availableMemoryBytes(),
         vmsRunning: [...vms.values()].filter((r) => r.state === "running").length,
         maxVms: admission.limits.maxVms,
+        templates: (deps.templates?.list() ?? []).map((t) => ({
+          key: t.key,
+          imageReference: t.inputs.imageReference,
+          memoryMib: t.inputs.memoryMib,
+          vcpus: t.inputs.vcpus,
+          state: t.state,
+          reason: t.reason,
+          warmLanguage: t.warmLanguage,
+          poolReady: 0,
+          poolTarget: 0,
+          buildMs: t.buildMs,
+        })),
+        starts: { ...starts },
+        vmsPaused: 0,
       };
     },
 
@@ -640,6 +810,7 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
         pid: 0,
         startedUnixMs: 0,
         bootMs: 0,
+        startKind: "cold",
         memoryMib,
         vcpus,
         imageReference: params.imageReference,
@@ -905,15 +1076,19 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
       const live = [...vms.values()].filter((r) => r.state !== "stopped");
       const budget = Math.max(500, Math.min(options.stopTimeoutMs, 3_000));
       await Promise.race([
-        Promise.all(
-          live.map((rec) =>
+        Promise.all([
+          // Template builds are aborted (their VM goes down) and template files deleted.
+          deps.templates?.close().catch((err: unknown) => {
+            logger.error({ err }, "closing templates failed");
+          }),
+          ...live.map((rec) =>
             service
               .stopVm(rec.vmId, { timeoutMs: budget, removeDisk: false })
               .catch((err: unknown) => {
                 logger.error({ vmId: rec.vmId, err }, "stop failed");
               }),
           ),
-        ),
+        ]),
         new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve())),
       ]);
       // Whatever is still alive (deadline passed) is killed outright: no QEMU outlives us.

@@ -38,6 +38,14 @@ export interface QemuCommandSpec {
   /** `undefined` means no network interface at all. */
   readonly network?: { readonly portForwards: readonly PortForwardSpec[] };
   readonly volumes: readonly VolumeSpec[];
+  /**
+   * Guest RAM in a file (`memory-backend-file`) instead of anonymous memory: `shared` for a
+   * template (the snapshot's RAM is the file itself, `x-ignore-shared`), private for a clone
+   * (a copy-on-write mapping: the template file is never written).
+   */
+  readonly memoryFile?: { readonly path: string; readonly shared: boolean };
+  /** Start waiting for a snapshot (`-incoming defer`; the host sends `migrate-incoming`). */
+  readonly incoming?: boolean;
 }
 
 /**
@@ -124,7 +132,11 @@ export function buildQemuArgs(spec: QemuCommandSpec): string[] {
   const bus = (n: number): string => `bus=virtio-mmio-bus.${n}`;
   // The guest kernel has no ACPI; with acpi=off QEMU appends the virtio_mmio.device= list
   // to the kernel command line, which is how the guest finds its devices.
-  const args: string[] = ["-M", "microvm,rtc=on,acpi=off"];
+  const machine = "microvm,rtc=on,acpi=off";
+  const args: string[] = [
+    "-M",
+    spec.memoryFile === undefined ? machine : `${machine},memory-backend=mem`,
+  ];
 
   if (spec.accelerator === "kvm") {
     args.push("-accel", "kvm", "-cpu", "host");
@@ -132,6 +144,13 @@ export function buildQemuArgs(spec: QemuCommandSpec): string[] {
     args.push("-accel", `tcg,tb-size=${spec.tcgTbSizeMib}`, "-cpu", "max");
   }
 
+  if (spec.memoryFile !== undefined) {
+    const share = spec.memoryFile.shared ? "on" : "off";
+    args.push(
+      "-object",
+      `memory-backend-file,id=mem,size=${spec.memoryMib}M,mem-path=${e(spec.memoryFile.path)},share=${share}`,
+    );
+  }
   args.push(
     "-m",
     String(spec.memoryMib),
@@ -217,5 +236,6 @@ export function buildQemuArgs(spec: QemuCommandSpec): string[] {
   if (spare !== undefined) {
     args.push("-device", `virtio-balloon-device,free-page-reporting=on,${bus(spare)}`);
   }
+  if (spec.incoming === true) args.push("-incoming", "defer");
   return args;
 }

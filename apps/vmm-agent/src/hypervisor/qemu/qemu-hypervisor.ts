@@ -1,7 +1,7 @@
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { accessSync, constants } from "node:fs";
-import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, open, rename, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
 import { delimiter, join } from "node:path";
 import { promisify } from "node:util";
@@ -13,6 +13,12 @@ import { TEMP_FILE_MARKER, VM_FILES } from "../../supervision/vm-files.js";
 import type { ExitInfo, Hypervisor, LaunchSpec, VmProcess } from "../hypervisor.js";
 import { buildQemuArgs } from "./command-line.js";
 import { connectQmp } from "./qmp.js";
+import { qmpCommand, saveSnapshot, startIncoming } from "./snapshot.js";
+
+/** The fd a restoring QEMU reads its snapshot state from (stdio 0-2, then this one). */
+const INCOMING_FD = 3;
+/** Deadline of handing a snapshot to a restoring QEMU (QMP up + migrate-incoming). */
+const INCOMING_TIMEOUT_MS = 30_000;
 
 export interface QemuHypervisorOptions {
   readonly qemuBinary: string;
@@ -96,6 +102,8 @@ export function createQemuHypervisor(options: QemuHypervisorOptions): Hypervisor
       qmpSocketPath,
       ...(spec.network === undefined ? {} : { network: spec.network }),
       volumes: spec.volumes,
+      ...(spec.memoryFile === undefined ? {} : { memoryFile: spec.memoryFile }),
+      incoming: spec.restoreStatePath !== undefined,
     });
 
     // The host listens and QEMU connects: the guest's first bytes (HELLO) cannot be missed.
@@ -122,13 +130,22 @@ export function createQemuHypervisor(options: QemuHypervisorOptions): Hypervisor
       setpriv === undefined
         ? [qemuBinary, args]
         : [setpriv, ["--pdeathsig", "KILL", "--", qemuBinary, ...args]];
+    // A restore reads its state from an inherited fd: no path for QEMU to open, no exec: URI.
+    const state =
+      spec.restoreStatePath === undefined ? undefined : await open(spec.restoreStatePath, "r");
     const child = spawn(command, argv, {
       detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio:
+        state === undefined ? ["ignore", "pipe", "pipe"] : ["ignore", "pipe", "pipe", state.fd],
       env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", LANG: "C" },
     });
-    child.stdout.on("data", (chunk: Buffer) => consoleLog.write(chunk));
-    child.stderr.on("data", (chunk: Buffer) => consoleLog.write(chunk));
+    // The child has its own copy once spawned (or never will, on a spawn error).
+    void new Promise((resolve) => {
+      child.once("spawn", resolve);
+      child.once("error", resolve);
+    }).then(() => state?.close());
+    child.stdout?.on("data", (chunk: Buffer) => consoleLog.write(chunk));
+    child.stderr?.on("data", (chunk: Buffer) => consoleLog.write(chunk));
 
     let exitInfo: ExitInfo | undefined;
     const exitListeners = new Set<(info: ExitInfo) => void>();
@@ -161,6 +178,26 @@ export function createQemuHypervisor(options: QemuHypervisorOptions): Hypervisor
     });
     await writeAtomic(pidfilePath, `${pid}\n`);
     logger.debug({ vmId: spec.vmId, pid, args }, "qemu spawned");
+    if (state !== undefined) {
+      const deadline = AbortSignal.timeout(INCOMING_TIMEOUT_MS);
+      const gone = new AbortController();
+      void exited.then(() => gone.abort());
+      try {
+        await startIncoming(qmpSocketPath, INCOMING_FD, AbortSignal.any([deadline, gone.signal]));
+      } catch (err) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+        await exited;
+        throw new MsbError(
+          "VM_BOOT_FAILED",
+          `QEMU did not take the snapshot: ${err instanceof Error ? err.message : String(err)} ${consoleLog.tail(5).join("\n")}`,
+          { cause: err },
+        );
+      }
+    }
 
     const vm: VmProcess = {
       pid,
@@ -218,6 +255,40 @@ export function createQemuHypervisor(options: QemuHypervisorOptions): Hypervisor
           await qmp.execute("quit").catch(() => undefined);
         } finally {
           qmp.close();
+        }
+      },
+      async snapshot(statePath, signal) {
+        await saveSnapshot(
+          qmpSocketPath,
+          join(spec.dir, VM_FILES.migrateSocket),
+          statePath,
+          signal,
+        );
+      },
+      async pause(signal) {
+        await qmpCommand(qmpSocketPath, "stop", undefined, signal);
+      },
+      async resume(signal) {
+        await qmpCommand(qmpSocketPath, "cont", undefined, signal);
+      },
+      async addPortForward(fwd, signal) {
+        // hostfwd_add has no QMP command of its own; its HMP reply is empty on success.
+        const reply = await qmpCommand(
+          qmpSocketPath,
+          "human-monitor-command",
+          {
+            "command-line": `hostfwd_add net0 ${fwd.protocol}:${fwd.hostAddress}:${fwd.hostPort}-:${fwd.guestPort}`,
+          },
+          signal,
+        );
+        if (typeof reply === "string" && reply.trim() !== "") {
+          throw new MsbError(
+            "INVALID_PARAMS",
+            `Could not forward host port ${fwd.hostPort}: ${reply.trim()}`,
+            {
+              details: { hostPort: fwd.hostPort },
+            },
+          );
         }
       },
       kill(sig) {
