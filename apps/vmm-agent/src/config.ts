@@ -32,6 +32,7 @@ const EnvSchema = z.object({
   MSB_CONSOLE_LOG_MAX_BYTES: intFrom(4096, 1_073_741_824).default(1024 * 1024),
   MSB_TEMPLATES: z.enum(["0", "1"]).default("1"),
   MSB_TEMPLATE_MEMORY_DIR: z.string().min(1).optional(),
+  MSB_POOL_SIZE: intFrom(0, 64).default(1),
 });
 
 /** The vmm-agent's settings; every field has a unit in its name where it has one. */
@@ -77,6 +78,8 @@ export interface VmmAgentConfig {
    * each other's).
    */
   readonly templateMemoryDir: string;
+  /** Paused, restored VMs kept per template (0 = none; 0 too when templates are off). */
+  readonly poolSize: number;
 }
 
 /** Reads the configuration from the environment; pure, so tests pass their own `env`. */
@@ -115,6 +118,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): V
     outputCapBytes: e.MSB_OUTPUT_CAP_BYTES,
     consoleLogMaxBytes: e.MSB_CONSOLE_LOG_MAX_BYTES,
     templatesEnabled: e.MSB_TEMPLATES === "1",
+    poolSize: e.MSB_TEMPLATES === "1" ? e.MSB_POOL_SIZE : 0,
     templatesDir: join(msbHome, "templates"),
     templateMemoryDir:
       e.MSB_TEMPLATE_MEMORY_DIR ??

@@ -114,6 +114,7 @@ runMain(
         defaultRunTimeoutMs: config.defaultRunTimeoutMs,
         outputCapBytes: config.outputCapBytes,
         agentVersion: VERSION,
+        poolSize: config.poolSize,
       },
     );
     // Hooks run newest first: stop serving, then stop every VM.

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, rm, rmdir, stat } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, rmdir, stat } from "node:fs/promises";
 import { cpus, freemem, totalmem } from "node:os";
 import { dirname, isAbsolute, join } from "node:path";
 import {
@@ -24,9 +24,10 @@ import type {
 import type { PortForwardSpec, VolumeSpec } from "./hypervisor/qemu/command-line.js";
 import { describeExit } from "./hypervisor/qemu/qemu-hypervisor.js";
 import { ensureScratchDisk } from "./scratch-disk.js";
-import { restoreFromTemplate } from "./templates/restore.js";
+import { createPool, type Pool } from "./templates/pool.js";
+import { launchClone, personalize, type Clone, type Identity } from "./templates/restore.js";
 import { fileIdentity, type TemplateInputs } from "./templates/template-key.js";
-import type { Template, TemplateManager } from "./templates/templates.js";
+import { poolVmDir, type Template, type TemplateManager } from "./templates/templates.js";
 import { VM_FILES, isValidVmId, vmDir } from "./supervision/vm-files.js";
 
 export type VmStateName = "starting" | "running" | "stopping" | "stopped" | "failed";
@@ -196,6 +197,15 @@ export interface VmServiceOptions {
   readonly defaultRunTimeoutMs: number;
   readonly outputCapBytes: number;
   readonly agentVersion: string;
+  /** Paused, restored VMs kept ready per template (MSB_POOL_SIZE); 0 = no pool. */
+  readonly poolSize: number;
+}
+
+/** A restored, paused clone waiting in the pool. */
+interface PooledVm {
+  readonly clone: Clone;
+  readonly dir: string;
+  readonly reservation: Reservation;
 }
 
 /** The vmm-agent's behaviour, transport-free: the gRPC adapter only maps to and from it. */
@@ -317,6 +327,61 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
   const vms = new Map<string, VmRecord>();
   const starts: StartCounters = { poolHits: 0, poolMisses: 0, templateRestores: 0, coldBoots: 0 };
   let qemuVersion: Promise<string> | undefined;
+  const pool: Pool<PooledVm> | undefined =
+    deps.templates !== undefined && options.poolSize > 0
+      ? createPool<PooledVm>(
+          { spawn: spawnPooled, destroy: destroyPooled, died: (p) => p.clone.vm.exited, logger },
+          { target: options.poolSize },
+        )
+      : undefined;
+  if (pool !== undefined) deps.templates?.onReady((t) => pool.fill(t));
+
+  /** Restores a clone into the template's pool directory and pauses it. */
+  async function spawnPooled(
+    template: Template,
+    id: string,
+    signal: AbortSignal,
+  ): Promise<PooledVm> {
+    const reservation = admission.reserve(template.inputs.memoryMib);
+    let releaseBoot: (() => void) | undefined;
+    let vm: VmProcess | undefined;
+    const dir = poolVmDir(template.paths, id);
+    try {
+      releaseBoot = await admission.acquireBoot(signal);
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      const deadline = AbortSignal.any([signal, AbortSignal.timeout(options.bootTimeoutMs)]);
+      const clone = await launchClone(
+        { hypervisor, logger },
+        {
+          vmId: `${template.key}/${id}`,
+          dir,
+          template,
+          accelerator: template.inputs.accelerator === "kvm" ? "kvm" : "tcg",
+          scratchDiskPath: join(dir, VM_FILES.scratchDisk),
+          portForwards: [],
+          timeoutMs: options.bootTimeoutMs,
+        },
+        (launched) => (vm = launched),
+        deadline,
+      );
+      await clone.vm.pause(deadline);
+      return { clone, dir, reservation };
+    } catch (err) {
+      if (vm !== undefined) await forceDown(vm);
+      reservation.release();
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    } finally {
+      releaseBoot?.();
+    }
+  }
+
+  async function destroyPooled(p: PooledVm): Promise<void> {
+    p.clone.client.close();
+    await forceDown(p.clone.vm);
+    p.reservation.release();
+    await rm(p.dir, { recursive: true, force: true });
+  }
 
   function find(vmId: string): VmRecord {
     const rec = vms.get(vmId);
@@ -485,6 +550,15 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
           ? await templateInputs(params, diskBytes, choice.accelerator, kernelPath, initramfsPath)
           : undefined;
       const template = inputs === undefined ? undefined : deps.templates?.ready(inputs);
+      if (template !== undefined && pool !== undefined) {
+        const member = pool.take(template);
+        if (member === undefined) starts.poolMisses++;
+        else {
+          starts.poolHits++;
+          if (await tryClaim(rec, params, checked, template, member.value, bootTimeoutMs, signal))
+            return;
+        }
+      }
       if (template !== undefined) {
         const restored = await tryRestore(rec, params, checked, template, bootTimeoutMs, signal);
         if (restored) return;
@@ -590,6 +664,78 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
     return params.memoryMib > 0 ? params.memoryMib : options.defaultMemoryMib;
   }
 
+  function identityOf(
+    rec: VmRecord,
+    params: CreateVmParams,
+    checked: Awaited<ReturnType<typeof validateCreate>>,
+    timeoutMs: number,
+  ): Identity {
+    return {
+      hostname: params.hostname !== "" ? params.hostname : (rec.vmId.split("/").pop() ?? ""),
+      env: checked.env,
+      workdir: params.workdir,
+      outputCapBytes: options.outputCapBytes,
+      timeoutMs,
+    };
+  }
+
+  /**
+   * Makes a pooled clone `rec`'s VM: its directory becomes the sandbox's, it runs again, gets
+   * the port forwards and its identity. False (the clone destroyed) when that failed for a
+   * reason of the clone's; the caller then restores or boots.
+   */
+  async function tryClaim(
+    rec: VmRecord,
+    params: CreateVmParams,
+    checked: Awaited<ReturnType<typeof validateCreate>>,
+    template: Template,
+    pooled: PooledVm,
+    bootTimeoutMs: number,
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    const deadline = AbortSignal.any([signal, AbortSignal.timeout(bootTimeoutMs)]);
+    const t0 = Date.now();
+    const { clone } = pooled;
+    // The create holds its own reservation; the pool's goes.
+    pooled.reservation.release();
+    try {
+      await rm(rec.dir, { recursive: true, force: true });
+      await rename(pooled.dir, rec.dir);
+      clone.vm.relocate(rec.dir);
+      rec.process = clone.vm;
+      rec.pid = clone.vm.pid;
+      rec.startedUnixMs = Date.now();
+      watchExit(rec, clone.vm);
+      rec.client = clone.client;
+      await clone.vm.resume(deadline);
+      for (const fwd of checked.ports) await clone.vm.addPortForward(fwd, deadline);
+      const restored = await personalize(
+        clone,
+        template,
+        identityOf(rec, params, checked, bootTimeoutMs),
+        deadline,
+      );
+      if (restored.python !== undefined) rec.repls.set("python", restored.python);
+      rec.bootMs = Date.now() - t0;
+      rec.startKind = "pool";
+      return true;
+    } catch (err) {
+      if (signal.aborted || rec.state !== "starting") {
+        throw bootError(rec, clone.vm, err, deadline, signal, bootTimeoutMs);
+      }
+      logger.warn({ vmId: rec.vmId, template: template.key, err }, "pool claim failed; restore");
+      rec.process = undefined;
+      rec.client = undefined;
+      rec.repls.clear();
+      clone.client.close();
+      await forceDown(clone.vm);
+      await rm(pooled.dir, { recursive: true, force: true });
+      await rm(rec.dir, { recursive: true, force: true });
+      await mkdir(rec.dir, { recursive: true, mode: 0o700 });
+      return false;
+    }
+  }
+
   /**
    * Restores `rec` from `template`. False (and the VM's traces gone) when the restore failed
    * for a reason of the template's: the template is discarded and the caller cold-boots.
@@ -606,7 +752,7 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
     const t0 = Date.now();
     let vm: VmProcess | undefined;
     try {
-      const restored = await restoreFromTemplate(
+      const clone = await launchClone(
         { hypervisor, logger },
         {
           vmId: rec.vmId,
@@ -615,10 +761,6 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
           accelerator: template.inputs.accelerator === "kvm" ? "kvm" : "tcg",
           scratchDiskPath: join(rec.dir, VM_FILES.scratchDisk),
           portForwards: checked.ports,
-          hostname: params.hostname !== "" ? params.hostname : (rec.vmId.split("/").pop() ?? ""),
-          env: checked.env,
-          workdir: params.workdir,
-          outputCapBytes: options.outputCapBytes,
           timeoutMs: bootTimeoutMs,
         },
         (launched) => {
@@ -628,6 +770,13 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
           rec.startedUnixMs = Date.now();
           watchExit(rec, launched);
         },
+        deadline,
+      );
+      rec.client = clone.client;
+      const restored = await personalize(
+        clone,
+        template,
+        identityOf(rec, params, checked, bootTimeoutMs),
         deadline,
       );
       rec.client = restored.client;
@@ -773,12 +922,12 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
           state: t.state,
           reason: t.reason,
           warmLanguage: t.warmLanguage,
-          poolReady: 0,
-          poolTarget: 0,
+          poolReady: pool?.counts(t.key).ready ?? 0,
+          poolTarget: pool?.counts(t.key).target ?? 0,
           buildMs: t.buildMs,
         })),
         starts: { ...starts },
-        vmsPaused: 0,
+        vmsPaused: pool?.size() ?? 0,
       };
     },
 
@@ -796,10 +945,19 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
       const vcpus = params.vcpus > 0 ? params.vcpus : options.defaultVcpus;
       if (memoryMib < 64) throw invalid("memory_mib must be at least 64.");
       if (vcpus > 255) throw invalid("vcpus must be at most 255.");
+      // Pooled VMs hold capacity only until a real create needs it.
+      let reservation: Reservation | undefined;
+      while (reservation === undefined) {
+        try {
+          reservation = admission.reserve(memoryMib);
+        } catch (err) {
+          if (!(await pool?.evictOne())) throw err;
+        }
+      }
       if (vms.get(params.vmId) !== existing) {
+        reservation.release();
         throw new MsbError("SANDBOX_EXISTS", `VM '${params.vmId}' is being created already.`);
       }
-      const reservation = admission.reserve(memoryMib);
       const rec: VmRecord = {
         vmId: params.vmId,
         dir: vmDir(options.sandboxesDir, params.vmId),
@@ -1077,9 +1235,12 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
       const budget = Math.max(500, Math.min(options.stopTimeoutMs, 3_000));
       await Promise.race([
         Promise.all([
-          // Template builds are aborted (their VM goes down) and template files deleted.
-          deps.templates?.close().catch((err: unknown) => {
-            logger.error({ err }, "closing templates failed");
+          // Pooled VMs go down, template builds are aborted, template files deleted.
+          (async () => {
+            await pool?.close();
+            await deps.templates?.close();
+          })().catch((err: unknown) => {
+            logger.error({ err }, "closing the pool and templates failed");
           }),
           ...live.map((rec) =>
             service

@@ -95,6 +95,8 @@ beforeAll(async () => {
     MSB_INITRAMFS: artifacts.initramfsPath,
     MSB_MAX_VMS: "4",
     MSB_TEMPLATE_MEMORY_DIR: memoryDir,
+    // Restores only here (templates-pool.test.ts covers the pool): start kinds are exact.
+    MSB_POOL_SIZE: "0",
     MSB_LOG_LEVEL: "info",
   });
   const cold = await createVm("t/cold");

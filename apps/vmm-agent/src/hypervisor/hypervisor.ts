@@ -61,6 +61,11 @@ export interface VmProcess {
    * have been given at launch); the VM is left paused.
    */
   snapshot(statePath: string, signal: AbortSignal): Promise<void>;
+  /**
+   * The VM's directory was renamed (same filesystem) to `dir`: sockets and pidfile are
+   * found there from now on. QEMU keeps its open files and its listening QMP socket.
+   */
+  relocate(dir: string): void;
   /** Stops the vCPUs (0 % host CPU) or lets them run again. */
   pause(signal: AbortSignal): Promise<void>;
   resume(signal: AbortSignal): Promise<void>;

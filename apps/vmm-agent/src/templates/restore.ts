@@ -6,6 +6,7 @@ import {
   createAgentClient,
   createReplSession,
   type AgentClient,
+  type Hello,
   type ReplSession,
 } from "@msb/agent-protocol";
 import { MsbError } from "@msb/errors";
@@ -62,13 +63,24 @@ export function reseedCell(env: Readonly<Record<string, string>>, workdir: strin
   return lines.join("\n");
 }
 
-export interface RestoreParams {
+export interface CloneParams {
   readonly vmId: string;
   readonly dir: string;
   readonly template: Template;
   readonly accelerator: Accelerator;
   readonly scratchDiskPath: string;
   readonly portForwards: readonly PortForwardSpec[];
+  readonly timeoutMs: number;
+}
+
+export interface Clone {
+  readonly vm: VmProcess;
+  readonly client: AgentClient;
+  readonly hello: Hello;
+}
+
+/** Who the clone becomes: what `configure` and the REPL reseed apply. */
+export interface Identity {
   readonly hostname: string;
   readonly env: Readonly<Record<string, string>>;
   readonly workdir: string;
@@ -83,18 +95,17 @@ export interface Restored {
 }
 
 /**
- * Restores a VM from a template: its own scratch copy, a new QEMU mapping the template's RAM
- * privately and loading its device state, then — once the agent says HELLO to this host —
- * the sandbox's identity (`configure`: hostname, env, workdir, clock, fresh entropy and a
- * CRNG reseed) and the reseed of the warm REPL. Only then may user code run.
+ * Starts a clone of `template`: its own scratch copy, a new QEMU mapping the template's RAM
+ * privately and loading its device state, up to the agent's HELLO to this host. Nothing of
+ * the sandbox is applied yet (see `personalize`): a pool keeps clones in this state, paused.
  * `onLaunched` gets the QEMU process as soon as it exists (exit watching, cleanup).
  */
-export async function restoreFromTemplate(
+export async function launchClone(
   deps: { hypervisor: Hypervisor; logger: Logger },
-  params: RestoreParams,
+  params: CloneParams,
   onLaunched: (vm: VmProcess) => void,
   signal: AbortSignal,
-): Promise<Restored> {
+): Promise<Clone> {
   const { template } = params;
   const inputs = template.inputs;
   await copyScratchDisk(template.paths.scratchPath, params.scratchDiskPath, signal);
@@ -117,36 +128,55 @@ export async function restoreFromTemplate(
   const client = createAgentClient(await vm.connectAgent(signal), {
     onWarning: (message) => deps.logger.warn({ vmId: params.vmId, message }, "guest agent"),
   });
-  const hello = await client.waitHello({ signal, timeoutMs: params.timeoutMs });
+  try {
+    const hello = await client.waitHello({ signal, timeoutMs: params.timeoutMs });
+    return { vm, client, hello };
+  } catch (err) {
+    client.close();
+    throw err;
+  }
+}
+
+/**
+ * Makes a clone a sandbox: `configure` (hostname, env, workdir, clock, fresh entropy and a
+ * CRNG reseed), then the reseed of the warm REPL. Only then may user code run.
+ */
+export async function personalize(
+  clone: Clone,
+  template: Template,
+  identity: Identity,
+  signal: AbortSignal,
+): Promise<Restored> {
+  const { client, hello } = clone;
   const configured = await client.configure(
     {
-      hostname: params.hostname,
-      env: params.env,
-      ...(params.workdir === "" ? {} : { workdir: params.workdir }),
+      hostname: identity.hostname,
+      env: identity.env,
+      ...(identity.workdir === "" ? {} : { workdir: identity.workdir }),
       timeUnixMs: Date.now(),
       entropy: randomBytes(64),
     },
-    { signal, timeoutMs: params.timeoutMs },
+    { signal, timeoutMs: identity.timeoutMs },
   );
   if (configured.errors.length > 0) {
     throw new MsbError(
       "VM_BOOT_FAILED",
       `The restored guest could not apply the VM's settings: ${configured.errors.join("; ")}.`,
-      { details: { vmId: params.vmId, errors: configured.errors } },
+      { details: { errors: configured.errors } },
     );
   }
   const stream = template.replStream;
   if (stream === undefined || !hello.streams.includes(stream)) return { client, python: undefined };
   const python = createReplSession(client, {
     language: "python",
-    ...(params.workdir === "" ? {} : { cwd: params.workdir }),
-    maxOutputBytes: params.outputCapBytes,
+    ...(identity.workdir === "" ? {} : { cwd: identity.workdir }),
+    maxOutputBytes: identity.outputCapBytes,
   });
   python.adopt(stream);
-  const reseeded = await python.run(reseedCell(params.env, params.workdir), {
+  const reseeded = await python.run(reseedCell(identity.env, identity.workdir), {
     hidden: true,
     signal,
-    timeoutMs: params.timeoutMs,
+    timeoutMs: identity.timeoutMs,
   });
   if (reseeded.status !== "success" || reseeded.restarted) {
     // Never hand out a REPL that may share its random state with another clone.

@@ -55,11 +55,9 @@ async function down(vm: VmProcess): Promise<void> {
 export function createTemplateBuilder(deps: TemplateBuilderDeps): TemplateBuilder {
   const { hypervisor, admission, logger } = deps;
   return async ({ key, inputs, paths }, signal) => {
-    const reservation = admission.reserve(inputs.memoryMib);
-    const releaseBoot = await admission.acquireBoot(signal).catch((err: unknown) => {
-      reservation.release();
-      throw err;
-    });
+    // A build takes a boot slot but no VM slot: it is short-lived, and a user's create must
+    // never be refused because a template happens to be building.
+    const releaseBoot = await admission.acquireBoot(signal);
     let vm: VmProcess | undefined;
     try {
       const deadline = AbortSignal.any([signal, AbortSignal.timeout(deps.bootTimeoutMs)]);
@@ -138,7 +136,6 @@ export function createTemplateBuilder(deps: TemplateBuilderDeps): TemplateBuilde
     } finally {
       if (vm !== undefined) await down(vm);
       releaseBoot();
-      reservation.release();
     }
   };
 }

@@ -31,6 +31,11 @@ export function templatePaths(templatesDir: string, memoryDir: string, key: stri
   };
 }
 
+/** The directory of one pooled clone of a template (renamed to its sandbox's at claim). */
+export function poolVmDir(paths: TemplatePaths, id: string): string {
+  return join(paths.dir, "pool", id);
+}
+
 export type TemplateState = "building" | "ready" | "failed";
 
 /** What a build leaves behind besides the files. */
@@ -81,6 +86,8 @@ export interface TemplateManager {
   /** A restore from this template failed: drop it (files too) so that it is rebuilt. */
   discard(key: string, reason: string): void;
   list(): Template[];
+  /** Calls `listener` each time a template becomes ready (the pool fills it). */
+  onReady(listener: (template: Template) => void): void;
   /** Resolves once no build is running or queued. */
   idle(): Promise<void>;
   /** Aborts builds, waits for them, deletes every template's files. */
@@ -110,6 +117,7 @@ export function createTemplateManager(
   // One build at a time: they compete with user VMs for the same cores.
   let chain: Promise<void> = Promise.resolve();
   let closed = false;
+  const readyListeners: Array<(template: Template) => void> = [];
 
   const view = (e: Entry): Template => ({
     key: e.key,
@@ -149,6 +157,7 @@ export function createTemplateManager(
         },
         "template ready",
       );
+      for (const listener of readyListeners) listener(view(e));
     } catch (err) {
       await removeFiles(e.paths).catch(() => undefined);
       e.state = "failed";
@@ -207,6 +216,10 @@ export function createTemplateManager(
 
     list() {
       return [...entries.values()].map(view);
+    },
+
+    onReady(listener) {
+      readyListeners.push(listener);
     },
 
     async idle() {

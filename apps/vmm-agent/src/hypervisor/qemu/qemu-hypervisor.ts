@@ -83,9 +83,11 @@ export function createQemuHypervisor(options: QemuHypervisorOptions): Hypervisor
       );
     }
     await mkdir(spec.dir, { recursive: true, mode: 0o700 });
-    const agentSocketPath = join(spec.dir, VM_FILES.agentSocket);
-    const qmpSocketPath = join(spec.dir, VM_FILES.qmpSocket);
-    const pidfilePath = join(spec.dir, VM_FILES.pidfile);
+    // `let`: a pooled VM's directory is renamed to its sandbox's when it is claimed.
+    let dir = spec.dir;
+    let agentSocketPath = join(dir, VM_FILES.agentSocket);
+    let qmpSocketPath = join(dir, VM_FILES.qmpSocket);
+    let pidfilePath = join(dir, VM_FILES.pidfile);
     await rm(agentSocketPath, { force: true });
     await rm(qmpSocketPath, { force: true });
 
@@ -258,12 +260,13 @@ export function createQemuHypervisor(options: QemuHypervisorOptions): Hypervisor
         }
       },
       async snapshot(statePath, signal) {
-        await saveSnapshot(
-          qmpSocketPath,
-          join(spec.dir, VM_FILES.migrateSocket),
-          statePath,
-          signal,
-        );
+        await saveSnapshot(qmpSocketPath, join(dir, VM_FILES.migrateSocket), statePath, signal);
+      },
+      relocate(newDir) {
+        dir = newDir;
+        agentSocketPath = join(dir, VM_FILES.agentSocket);
+        qmpSocketPath = join(dir, VM_FILES.qmpSocket);
+        pidfilePath = join(dir, VM_FILES.pidfile);
       },
       async pause(signal) {
         await qmpCommand(qmpSocketPath, "stop", undefined, signal);
