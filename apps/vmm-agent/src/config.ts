@@ -33,6 +33,7 @@ const EnvSchema = z.object({
   MSB_TEMPLATES: z.enum(["0", "1"]).default("1"),
   MSB_TEMPLATE_MEMORY_DIR: z.string().min(1).optional(),
   MSB_POOL_SIZE: intFrom(0, 64).default(1),
+  MSB_IDLE_PAUSE_SECONDS: intFrom(0, 86_400).default(60),
 });
 
 /** The vmm-agent's settings; every field has a unit in its name where it has one. */
@@ -80,6 +81,8 @@ export interface VmmAgentConfig {
   readonly templateMemoryDir: string;
   /** Paused, restored VMs kept per template (0 = none; 0 too when templates are off). */
   readonly poolSize: number;
+  /** A VM without calls for this long is paused until the next call; 0 = never. */
+  readonly idlePauseMs: number;
 }
 
 /** Reads the configuration from the environment; pure, so tests pass their own `env`. */
@@ -119,6 +122,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): V
     consoleLogMaxBytes: e.MSB_CONSOLE_LOG_MAX_BYTES,
     templatesEnabled: e.MSB_TEMPLATES === "1",
     poolSize: e.MSB_TEMPLATES === "1" ? e.MSB_POOL_SIZE : 0,
+    idlePauseMs: e.MSB_IDLE_PAUSE_SECONDS * 1000,
     templatesDir: join(msbHome, "templates"),
     templateMemoryDir:
       e.MSB_TEMPLATE_MEMORY_DIR ??

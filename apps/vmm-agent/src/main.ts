@@ -115,6 +115,7 @@ runMain(
         outputCapBytes: config.outputCapBytes,
         agentVersion: VERSION,
         poolSize: config.poolSize,
+        idlePauseMs: config.idlePauseMs,
       },
     );
     // Hooks run newest first: stop serving, then stop every VM.

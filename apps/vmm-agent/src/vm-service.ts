@@ -14,6 +14,7 @@ import { MsbError } from "@msb/errors";
 import type { Logger } from "@msb/runtime";
 import type { Admission, Reservation } from "./admission.js";
 import { createAsyncQueue } from "./async-queue.js";
+import { createIdleTracker, type IdleTracker } from "./idle-pause.js";
 import { parseEnv } from "./guest/env.js";
 import type {
   Accelerator,
@@ -199,6 +200,8 @@ export interface VmServiceOptions {
   readonly agentVersion: string;
   /** Paused, restored VMs kept ready per template (MSB_POOL_SIZE); 0 = no pool. */
   readonly poolSize: number;
+  /** A VM with no call for this long is paused (QMP stop) until the next call; 0 = never. */
+  readonly idlePauseMs: number;
 }
 
 /** A restored, paused clone waiting in the pool. */
@@ -266,6 +269,8 @@ interface VmRecord {
   stopping?: Promise<VmInfo>;
   readonly repls: Map<ReplLanguage, ReplSession>;
   readonly execs: Map<string, ProcessHandle>;
+  /** Idle pause; absent when disabled or for VMs with port forwards (traffic is not a call). */
+  idle?: IdleTracker;
 }
 
 function info(rec: VmRecord): VmInfo {
@@ -282,7 +287,7 @@ function info(rec: VmRecord): VmInfo {
     imageReference: rec.imageReference,
     bootMs: rec.bootMs,
     startKind: rec.startKind,
-    paused: false,
+    paused: rec.idle?.paused ?? false,
   };
 }
 
@@ -440,6 +445,8 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
   }
 
   function release(rec: VmRecord): void {
+    rec.idle?.dispose();
+    rec.idle = undefined;
     rec.reservation?.release();
     rec.reservation = undefined;
     rec.client?.close();
@@ -850,6 +857,12 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
   }
 
   async function stop(rec: VmRecord, timeoutMs: number, removeDisk: boolean): Promise<VmInfo> {
+    // A paused guest cannot shut down cleanly: wake it, and keep it awake.
+    const idle = rec.idle;
+    if (idle !== undefined) {
+      await idle.begin().catch(() => undefined);
+      idle.dispose();
+    }
     const wasFailed = rec.state === "failed";
     if (rec.state === "starting") {
       rec.state = "stopping";
@@ -927,7 +940,7 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
           buildMs: t.buildMs,
         })),
         starts: { ...starts },
-        vmsPaused: pool?.size() ?? 0,
+        vmsPaused: (pool?.size() ?? 0) + [...vms.values()].filter((r) => r.idle?.paused).length,
       };
     },
 
@@ -999,6 +1012,14 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
       }
       if (rec.state !== "starting") throw notRunning(rec);
       rec.state = "running";
+      if (options.idlePauseMs > 0 && params.ports.length === 0 && rec.process !== undefined) {
+        rec.idle = createIdleTracker(rec.process, {
+          idleMs: options.idlePauseMs,
+          logger,
+          vmId: rec.vmId,
+        });
+        rec.idle.arm();
+      }
       logger.info(
         { vmId: rec.vmId, pid: rec.pid, bootMs: rec.bootMs, accelerator: rec.accelerator },
         "vm running",
@@ -1256,5 +1277,38 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
       for (const rec of vms.values()) rec.process?.kill("SIGKILL");
     },
   };
-  return service;
+  /** Runs a call with the VM awake: resumed first if idle-paused, the idle timer held. */
+  async function awake<T>(vmId: string, call: () => Promise<T>): Promise<T> {
+    const idle = vms.get(vmId)?.idle;
+    if (idle === undefined) return call();
+    const end = await idle.begin();
+    try {
+      return await call();
+    } finally {
+      end();
+    }
+  }
+
+  async function* awakeStream<T>(vmId: string, call: () => AsyncIterable<T>): AsyncIterable<T> {
+    const idle = vms.get(vmId)?.idle;
+    const end = idle === undefined ? undefined : await idle.begin();
+    try {
+      yield* call();
+    } finally {
+      end?.();
+    }
+  }
+
+  return {
+    ...service,
+    metrics: (vmId, signal) => awake(vmId, () => service.metrics(vmId, signal)),
+    exec: (params, signal) => awakeStream(params.vmId, () => service.exec(params, signal)),
+    runCode: (params, signal) => awakeStream(params.vmId, () => service.runCode(params, signal)),
+    signalProcess: (vmId, execId, sig) =>
+      awake(vmId, () => service.signalProcess(vmId, execId, sig)),
+    readFile: (vmId, path, maxBytes, signal) =>
+      awake(vmId, () => service.readFile(vmId, path, maxBytes, signal)),
+    writeFile: (vmId, path, data, opts, signal) =>
+      awake(vmId, () => service.writeFile(vmId, path, data, opts, signal)),
+  };
 }

@@ -97,6 +97,8 @@ beforeAll(async () => {
     MSB_TEMPLATE_MEMORY_DIR: memoryDir,
     // Restores only here (templates-pool.test.ts covers the pool): start kinds are exact.
     MSB_POOL_SIZE: "0",
+    // Idle pause after 1 s: every call below may find its VM paused and must resume it.
+    MSB_IDLE_PAUSE_SECONDS: "1",
     MSB_LOG_LEVEL: "info",
   });
   const cold = await createVm("t/cold");
@@ -181,5 +183,18 @@ describe("template snapshots", () => {
     const again = await createVm("t/e", { memoryMib: MEMORY_MIB + 64 });
     expect(again.vm?.startKind).toBe("template");
     expect(await python("t/e", "print(6*7)")).toBe("42\n");
+  });
+
+  it("pauses an idle VM and resumes it for the next call", async () => {
+    await eventually(
+      "t/e paused",
+      async () => {
+        const list = await unary<object, ListVmsResponse>(agent.client, "listVms", {});
+        return list.vms.find((v) => v.vmId === "t/e")?.paused === true;
+      },
+      60_000,
+    );
+    expect((await hostInfo()).vmsPaused).toBeGreaterThanOrEqual(1);
+    expect(await python("t/e", "print(6*7+1)")).toBe("43\n");
   });
 });
