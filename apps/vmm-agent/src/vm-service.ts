@@ -26,7 +26,13 @@ import type { PortForwardSpec, VolumeSpec } from "./hypervisor/qemu/command-line
 import { describeExit } from "./hypervisor/qemu/qemu-hypervisor.js";
 import { ensureScratchDisk } from "./scratch-disk.js";
 import { createPool, type Pool } from "./templates/pool.js";
-import { launchClone, personalize, type Clone, type Identity } from "./templates/restore.js";
+import {
+  launchClone,
+  personalize,
+  prewarm,
+  type Clone,
+  type Identity,
+} from "./templates/restore.js";
 import { fileIdentity, type TemplateInputs } from "./templates/template-key.js";
 import { poolVmDir, type Template, type TemplateManager } from "./templates/templates.js";
 import { VM_FILES, isValidVmId, vmDir } from "./supervision/vm-files.js";
@@ -369,6 +375,7 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
         (launched) => (vm = launched),
         deadline,
       );
+      await prewarm(clone, template, options.outputCapBytes, deadline, options.bootTimeoutMs);
       await clone.vm.pause(deadline);
       return { clone, dir, reservation };
     } catch (err) {

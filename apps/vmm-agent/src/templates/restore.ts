@@ -77,6 +77,37 @@ export interface Clone {
   readonly vm: VmProcess;
   readonly client: AgentClient;
   readonly hello: Hello;
+  /** The warm REPL, already adopted (pooled clones: see `prewarm`). */
+  python?: ReplSession;
+}
+
+/**
+ * Runs one empty hidden cell in a pooled clone's warm REPL before it is paused. Under TCG a
+ * restored QEMU starts with an empty translation cache: every guest code path (agent, virtio,
+ * the Python interpreter loop) is translated again on first use. Doing that once while the
+ * clone waits in the pool takes it off the claim's critical path. Nothing of a sandbox is
+ * applied; the reseed still happens at claim.
+ */
+export async function prewarm(
+  clone: Clone,
+  template: Template,
+  outputCapBytes: number,
+  signal: AbortSignal,
+  timeoutMs: number,
+): Promise<void> {
+  const stream = template.replStream;
+  if (stream === undefined || !clone.hello.streams.includes(stream)) return;
+  const python = createReplSession(clone.client, {
+    language: "python",
+    maxOutputBytes: outputCapBytes,
+  });
+  python.adopt(stream);
+  const r = await python.run("pass", { hidden: true, signal, timeoutMs });
+  if (r.status !== "success" || r.restarted) {
+    await python.close();
+    throw new MsbError("VM_BOOT_FAILED", "The pooled clone's Python REPL did not answer.");
+  }
+  clone.python = python;
 }
 
 /** Who the clone becomes: what `configure` and the REPL reseed apply. */
@@ -165,14 +196,19 @@ export async function personalize(
       { details: { errors: configured.errors } },
     );
   }
-  const stream = template.replStream;
-  if (stream === undefined || !hello.streams.includes(stream)) return { client, python: undefined };
-  const python = createReplSession(client, {
-    language: "python",
-    ...(identity.workdir === "" ? {} : { cwd: identity.workdir }),
-    maxOutputBytes: identity.outputCapBytes,
-  });
-  python.adopt(stream);
+  let python = clone.python;
+  if (python === undefined) {
+    const stream = template.replStream;
+    if (stream === undefined || !hello.streams.includes(stream)) {
+      return { client, python: undefined };
+    }
+    python = createReplSession(client, {
+      language: "python",
+      ...(identity.workdir === "" ? {} : { cwd: identity.workdir }),
+      maxOutputBytes: identity.outputCapBytes,
+    });
+    python.adopt(stream);
+  }
   const reseeded = await python.run(reseedCell(identity.env, identity.workdir), {
     hidden: true,
     signal,
