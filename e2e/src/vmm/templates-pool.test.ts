@@ -1,0 +1,166 @@
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { createConnection } from "node:net";
+import { tmpdir } from "node:os";
+import { basename, join } from "node:path";
+import { createInterface } from "node:readline";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  NetworkMode,
+  RunStatus,
+  type CreateVmResponse,
+  type GetHostInfoResponse,
+} from "@msb/proto";
+import {
+  buildVmmAgent,
+  eventually,
+  guestArtifacts,
+  qemuPidsMentioning,
+  runCode,
+  startVmmAgent,
+  unary,
+  type VmmAgentProcess,
+} from "./harness.js";
+
+// The warm pool with real QEMU: restored clones wait paused (QMP stop) and a create claims
+// one (cont + identity + reseed); the pool refills behind it.
+
+const MEMORY_MIB = 256;
+
+let root: string;
+let memoryDir: string;
+let artifacts: Awaited<ReturnType<typeof guestArtifacts>>;
+let agent: VmmAgentProcess;
+
+function createVm(vmId: string): Promise<CreateVmResponse> {
+  return unary(agent.client, "createVm", {
+    vmId,
+    rootfsPath: artifacts.rootfsPath,
+    imageReference: "e2e/bookworm-python-node",
+    manifestDigest: "",
+    memoryMib: MEMORY_MIB,
+    vcpus: 1,
+    env: ["PATH=/usr/local/bin:/usr/bin:/bin"],
+    workdir: "",
+    volumes: [],
+    ports: [],
+    network: NetworkMode.NETWORK_MODE_PUBLIC,
+    diskQuotaBytes: 64 * 1024 * 1024,
+    hostname: "",
+    bootTimeoutMs: 0,
+    keepDisk: false,
+  });
+}
+
+function hostInfo(): Promise<GetHostInfoResponse> {
+  return unary(agent.client, "getHostInfo", {});
+}
+
+async function poolFull(): Promise<string> {
+  let key = "";
+  await eventually(
+    "a full pool",
+    async () => {
+      const t = (await hostInfo()).templates.find((x) => x.state === "ready");
+      key = t?.key ?? "";
+      return t !== undefined && t.poolReady === t.poolTarget && t.poolTarget === 1;
+    },
+    300_000,
+  );
+  return key;
+}
+
+/** `query-status` over a VM's QMP socket (a minimal QMP client: greeting, capabilities). */
+async function qmpStatus(socketPath: string): Promise<{ running: boolean; status: string }> {
+  const socket = createConnection({ path: socketPath });
+  const lines = createInterface({ input: socket })[Symbol.asyncIterator]();
+  try {
+    await lines.next(); // greeting
+    socket.write('{"execute":"qmp_capabilities"}\n');
+    await lines.next();
+    socket.write('{"execute":"query-status"}\n');
+    for (;;) {
+      const line = await lines.next();
+      const msg = JSON.parse(String(line.value)) as {
+        return?: { running: boolean; status: string };
+      };
+      if (msg.return !== undefined) return msg.return;
+    }
+  } finally {
+    socket.destroy();
+  }
+}
+
+async function pooledDirs(key: string): Promise<string[]> {
+  const dir = join(agent.msbHome, "templates", key, "pool");
+  return (await readdir(dir).catch(() => [])).map((d) => join(dir, d));
+}
+
+async function python(vmId: string, code: string): Promise<string> {
+  const r = await runCode(agent.client, { vmId, language: "python", code });
+  expect(r.result.status, r.stderr).toBe(RunStatus.RUN_STATUS_SUCCESS);
+  return r.stdout;
+}
+
+beforeAll(async () => {
+  [artifacts] = await Promise.all([guestArtifacts(), buildVmmAgent()]);
+  root = await mkdtemp(join(tmpdir(), "msb-e2e-pool-"));
+  memoryDir = join("/dev/shm", basename(root));
+  agent = await startVmmAgent(join(root, "home"), {
+    MSB_KERNEL: artifacts.kernelPath,
+    MSB_INITRAMFS: artifacts.initramfsPath,
+    MSB_MAX_VMS: "4",
+    MSB_TEMPLATE_MEMORY_DIR: memoryDir,
+    MSB_POOL_SIZE: "1",
+    MSB_LOG_LEVEL: "info",
+  });
+  expect((await createVm("p/cold")).vm?.startKind).toBe("cold");
+});
+
+afterAll(async () => {
+  await agent?.stop();
+  if (root !== undefined) {
+    // stopAll takes the pooled VMs down too.
+    expect(await qemuPidsMentioning(root)).toEqual([]);
+    expect(await readdir(memoryDir).catch(() => [])).toEqual([]);
+    await rm(root, { recursive: true, force: true });
+    await rm(memoryDir, { recursive: true, force: true });
+  }
+});
+
+describe("warm pool", () => {
+  it("keeps a restored clone paused, hands it to the next create and refills", async () => {
+    const key = await poolFull();
+    const [pooled] = await pooledDirs(key);
+    expect(pooled).toBeDefined();
+    expect(await qmpStatus(join(pooled!, "qmp.sock"))).toMatchObject({
+      running: false,
+      status: "paused",
+    });
+    expect((await hostInfo()).vmsPaused).toBe(1);
+
+    const claimed = await createVm("p/a");
+    expect(claimed.vm?.startKind).toBe("pool");
+    expect(await python("p/a", "print(1)")).toBe("1\n");
+    expect(await python("p/a", "import socket; print(socket.gethostname())")).toBe("a\n");
+    // The claimed VM now lives in its sandbox's directory and runs.
+    const sandboxDir = join(agent.msbHome, "sandboxes", "p", "a");
+    expect(await qmpStatus(join(sandboxDir, "qmp.sock"))).toMatchObject({ running: true });
+
+    await poolFull();
+    const [refilled] = await pooledDirs(key);
+    expect(refilled).toBeDefined();
+    expect(refilled).not.toBe(pooled);
+    const starts = (await hostInfo()).starts;
+    expect(starts?.poolHits).toBe(1);
+  });
+
+  it("gives two pooled clones different entropy and Python random state", async () => {
+    await poolFull();
+    expect((await createVm("p/b")).vm?.startKind).toBe("pool");
+    const probe = "import random\nprint(open('/dev/urandom','rb').read(16).hex(), random.random())";
+    const a = await python("p/a", probe);
+    const b = await python("p/b", probe);
+    expect(a.split(" ")[0]).not.toBe(b.split(" ")[0]);
+    expect(a.split(" ")[1]).not.toBe(b.split(" ")[1]);
+  });
+});
