@@ -14,6 +14,7 @@ import {
   buildVmmAgent,
   eventually,
   guestArtifacts,
+  qemuConfinement,
   qemuPidsMentioning,
   runCode,
   startVmmAgent,
@@ -30,8 +31,12 @@ let root: string;
 let memoryDir: string;
 let artifacts: Awaited<ReturnType<typeof guestArtifacts>>;
 let agent: VmmAgentProcess;
+let coldPid = 0;
 
-function createVm(vmId: string): Promise<CreateVmResponse> {
+function createVm(
+  vmId: string,
+  network = NetworkMode.NETWORK_MODE_PUBLIC,
+): Promise<CreateVmResponse> {
   return unary(agent.client, "createVm", {
     vmId,
     rootfsPath: artifacts.rootfsPath,
@@ -43,7 +48,7 @@ function createVm(vmId: string): Promise<CreateVmResponse> {
     workdir: "",
     volumes: [],
     ports: [],
-    network: NetworkMode.NETWORK_MODE_PUBLIC,
+    network,
     diskQuotaBytes: 64 * 1024 * 1024,
     hostname: "",
     bootTimeoutMs: 0,
@@ -113,7 +118,9 @@ beforeAll(async () => {
     MSB_POOL_SIZE: "1",
     MSB_LOG_LEVEL: "info",
   });
-  expect((await createVm("p/cold")).vm?.startKind).toBe("cold");
+  const cold = await createVm("p/cold");
+  expect(cold.vm?.startKind).toBe("cold");
+  coldPid = cold.vm?.pid ?? 0;
 });
 
 afterAll(async () => {
@@ -140,6 +147,11 @@ describe("warm pool", () => {
 
     const claimed = await createVm("p/a");
     expect(claimed.vm?.startKind).toBe("pool");
+    // The pooled QEMU was started confined, with the template's ('public') network gid.
+    const confined = await qemuConfinement(claimed.vm?.pid ?? 0);
+    expect(confined.uid).not.toBe("0");
+    expect(confined.seccomp).toBe("2");
+    expect(confined.gid).toBe((await qemuConfinement(coldPid)).gid);
     expect(await python("p/a", "print(1)")).toBe("1\n");
     expect(await python("p/a", "import socket; print(socket.gethostname())")).toBe("a\n");
     // The claimed VM now lives in its sandbox's directory and runs.
@@ -162,5 +174,20 @@ describe("warm pool", () => {
     const b = await python("p/b", probe);
     expect(a.split(" ")[0]).not.toBe(b.split(" ")[0]);
     expect(a.split(" ")[1]).not.toBe(b.split(" ")[1]);
+  });
+
+  it("never hands a pooled public VM to an any create", async () => {
+    await unary(agent.client, "stopVm", { vmId: "p/b", timeoutMs: 0, removeDisk: true });
+    const key = await poolFull();
+    const [pooled] = await pooledDirs(key);
+    // The firewall tells policies apart by the QEMU's gid, fixed when it started: an 'any'
+    // VM needs a QEMU of its own.
+    const any = await createVm("p/any", NetworkMode.NETWORK_MODE_ANY);
+    expect(any.vm?.startKind).toBe("cold");
+    const gid = (await qemuConfinement(any.vm?.pid ?? 0)).gid;
+    expect(gid).not.toBe((await qemuConfinement(coldPid)).gid);
+    expect(await pooledDirs(key)).toEqual([pooled]);
+    expect((await hostInfo()).starts?.poolHits).toBe(2);
+    await unary(agent.client, "stopVm", { vmId: "p/any", timeoutMs: 0, removeDisk: true });
   });
 });

@@ -15,6 +15,7 @@ import {
   eventually,
   exec,
   guestArtifacts,
+  qemuConfinement,
   qemuPidsMentioning,
   runCode,
   startVmmAgent,
@@ -33,6 +34,7 @@ let root: string;
 let memoryDir: string;
 let artifacts: Awaited<ReturnType<typeof guestArtifacts>>;
 let agent: VmmAgentProcess;
+let coldPid = 0;
 
 function createVm(vmId: string, extra: Record<string, unknown> = {}): Promise<CreateVmResponse> {
   return unary(agent.client, "createVm", {
@@ -103,6 +105,7 @@ beforeAll(async () => {
   });
   const cold = await createVm("t/cold");
   expect(cold.vm?.startKind).toBe("cold");
+  coldPid = cold.vm?.pid ?? 0;
 });
 
 afterAll(async () => {
@@ -122,6 +125,14 @@ describe("template snapshots", () => {
     const clone = await createVm("t/a");
     expect(clone.vm?.startKind).toBe("template");
     expect(await python("t/a", "print(1)")).toBe("1\n");
+    // Confined like a cold boot (the vmm-agent runs as root here): a uid of its own, seccomp,
+    // and the primary gid of its network policy (the cold VM's, also 'public').
+    const confined = await qemuConfinement(clone.vm?.pid ?? 0);
+    const cold = await qemuConfinement(coldPid);
+    expect(confined.uid).not.toBe("0");
+    expect(confined.uid).not.toBe(cold.uid);
+    expect(confined.seccomp).toBe("2");
+    expect(confined.gid).toBe(cold.gid);
     const host = await hostInfo();
     expect(host.starts?.templateRestores).toBeGreaterThanOrEqual(1);
     expect(host.starts?.coldBoots).toBeGreaterThanOrEqual(1);
