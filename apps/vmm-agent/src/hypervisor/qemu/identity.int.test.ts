@@ -194,4 +194,19 @@ describe.skipIf(!isRoot)("VM identities as root (needs root and the acl package)
     await ids.release("ns/a");
     expect((await run("getfacl", ["-cp", volume])).stdout).not.toContain("user:1900400000");
   });
+
+  it("grants search again on a directory deleted and made again (a rebuilt template's)", async () => {
+    const ids = createVmIdentities(options);
+    const templateDir = join(root, "home", "templates", "k1");
+    const vmDir = join(templateDir, "vm");
+    const build = async (vmId: string): Promise<void> => {
+      await mkdir(vmDir, { recursive: true, mode: 0o700 });
+      await ids.assign(vmId, { network: "public", dir: vmDir, ownFiles: [], volumes: [] });
+      expect((await run("getfacl", ["-cp", templateDir])).stdout).toContain("group:1900400000:--x");
+      await ids.release(vmId);
+    };
+    await build("template:k1");
+    await rm(templateDir, { recursive: true });
+    await build("template:k1");
+  });
 });

@@ -192,15 +192,18 @@ async function setfacl(args: string[]): Promise<void> {
  * Lets the shared VM gid search (x only: no listing) every directory above `path` that
  * others cannot search, so a VM's QEMU reaches its own directory (sockets, scratch disk)
  * under e.g. a 0700 home. Only a search right on those directories is added; files in them
- * stay as readable as their own modes say.
+ * stay as readable as their own modes say. `done` remembers directories already granted by
+ * inode and birth time, not by path: a directory deleted and made again (a namespace's, a
+ * template's rebuilt under the same key) has no ACL and is granted again.
  */
 export async function grantSearch(path: string, gids: VmGids, done: Set<string>): Promise<void> {
   let dir = dirname(path);
   for (;;) {
-    if (!done.has(dir)) {
-      const st = await stat(dir);
+    const st = await stat(dir);
+    const id = `${dir}\0${st.dev}:${st.ino}:${st.birthtimeMs}`;
+    if (!done.has(id)) {
       if ((st.mode & 0o001) === 0) await setfacl(["-m", `g:${gids.shared}:--x`, dir]);
-      done.add(dir);
+      done.add(id);
     }
     const parent = dirname(dir);
     if (parent === dir) return;
