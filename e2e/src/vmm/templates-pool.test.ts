@@ -1,5 +1,5 @@
 import { mkdtemp, readdir, rm } from "node:fs/promises";
-import { createConnection } from "node:net";
+import { createConnection, createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { createInterface } from "node:readline";
@@ -13,6 +13,7 @@ import {
 import {
   buildVmmAgent,
   eventually,
+  exec,
   guestArtifacts,
   qemuPidsMentioning,
   runCode,
@@ -31,7 +32,7 @@ let memoryDir: string;
 let artifacts: Awaited<ReturnType<typeof guestArtifacts>>;
 let agent: VmmAgentProcess;
 
-function createVm(vmId: string): Promise<CreateVmResponse> {
+function createVm(vmId: string, extra: Record<string, unknown> = {}): Promise<CreateVmResponse> {
   return unary(agent.client, "createVm", {
     vmId,
     rootfsPath: artifacts.rootfsPath,
@@ -48,7 +49,17 @@ function createVm(vmId: string): Promise<CreateVmResponse> {
     hostname: "",
     bootTimeoutMs: 0,
     keepDisk: false,
+    ...extra,
   });
+}
+
+/** A TCP port nobody listens on right now. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }
 
 function hostInfo(): Promise<GetHostInfoResponse> {
@@ -108,7 +119,9 @@ beforeAll(async () => {
   agent = await startVmmAgent(join(root, "home"), {
     MSB_KERNEL: artifacts.kernelPath,
     MSB_INITRAMFS: artifacts.initramfsPath,
-    MSB_MAX_VMS: "4",
+    // Room for the three claimed VMs of these tests, the seed VM and the pool: a create
+    // that needs the pool's slot evicts it (and would be a restore instead of a claim).
+    MSB_MAX_VMS: "6",
     MSB_TEMPLATE_MEMORY_DIR: memoryDir,
     MSB_POOL_SIZE: "1",
     MSB_LOG_LEVEL: "info",
@@ -162,5 +175,34 @@ describe("warm pool", () => {
     const b = await python("p/b", probe);
     expect(a.split(" ")[0]).not.toBe(b.split(" ")[0]);
     expect(a.split(" ")[1]).not.toBe(b.split(" ")[1]);
+  });
+
+  it("forwards a host port into a claimed VM (hostfwd_add at claim)", async () => {
+    await poolFull();
+    const hostPort = await freePort();
+    const vm = await createVm("p/web", {
+      ports: [{ hostPort, guestPort: 8000, protocol: "tcp", hostAddress: "127.0.0.1" }],
+    });
+    expect(vm.vm?.startKind).toBe("pool");
+    await exec(agent.client, {
+      vmId: "p/web",
+      command: "sh",
+      args: [
+        "-c",
+        "cd /tmp && echo served > index.txt && (python3 -m http.server 8000 >/dev/null 2>&1 &)",
+      ],
+    });
+    let body = "";
+    await eventually(
+      "the guest's web server through the forwarded port",
+      async () => {
+        body = await fetch(`http://127.0.0.1:${hostPort}/index.txt`)
+          .then((r) => r.text())
+          .catch(() => "");
+        return body === "served\n";
+      },
+      120_000,
+    );
+    expect(body).toBe("served\n");
   });
 });
