@@ -1,5 +1,5 @@
 import { mkdtemp, readdir, rm } from "node:fs/promises";
-import { createConnection } from "node:net";
+import { createConnection, createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { createInterface } from "node:readline";
@@ -13,6 +13,7 @@ import {
 import {
   buildVmmAgent,
   eventually,
+  exec,
   guestArtifacts,
   qemuConfinement,
   qemuPidsMentioning,
@@ -33,10 +34,7 @@ let artifacts: Awaited<ReturnType<typeof guestArtifacts>>;
 let agent: VmmAgentProcess;
 let coldPid = 0;
 
-function createVm(
-  vmId: string,
-  network = NetworkMode.NETWORK_MODE_PUBLIC,
-): Promise<CreateVmResponse> {
+function createVm(vmId: string, extra: Record<string, unknown> = {}): Promise<CreateVmResponse> {
   return unary(agent.client, "createVm", {
     vmId,
     rootfsPath: artifacts.rootfsPath,
@@ -48,12 +46,22 @@ function createVm(
     workdir: "",
     volumes: [],
     ports: [],
-    network,
+    network: NetworkMode.NETWORK_MODE_PUBLIC,
     diskQuotaBytes: 64 * 1024 * 1024,
     hostname: "",
     bootTimeoutMs: 0,
     keepDisk: false,
+    ...extra,
   });
+}
+
+/** A TCP port nobody listens on right now. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }
 
 function hostInfo(): Promise<GetHostInfoResponse> {
@@ -113,7 +121,9 @@ beforeAll(async () => {
   agent = await startVmmAgent(join(root, "home"), {
     MSB_KERNEL: artifacts.kernelPath,
     MSB_INITRAMFS: artifacts.initramfsPath,
-    MSB_MAX_VMS: "4",
+    // Room for the three claimed VMs of these tests, the seed VM and the pool: a create
+    // that needs the pool's slot evicts it (and would be a restore instead of a claim).
+    MSB_MAX_VMS: "6",
     MSB_TEMPLATE_MEMORY_DIR: memoryDir,
     MSB_POOL_SIZE: "1",
     MSB_LOG_LEVEL: "info",
@@ -176,18 +186,47 @@ describe("warm pool", () => {
     expect(a.split(" ")[1]).not.toBe(b.split(" ")[1]);
   });
 
+  it("forwards a host port into a claimed VM (hostfwd_add at claim)", async () => {
+    await poolFull();
+    const hostPort = await freePort();
+    const vm = await createVm("p/web", {
+      ports: [{ hostPort, guestPort: 8000, protocol: "tcp", hostAddress: "127.0.0.1" }],
+    });
+    expect(vm.vm?.startKind).toBe("pool");
+    await exec(agent.client, {
+      vmId: "p/web",
+      command: "sh",
+      args: [
+        "-c",
+        "cd /tmp && echo served > index.txt && (python3 -m http.server 8000 >/dev/null 2>&1 &)",
+      ],
+    });
+    let body = "";
+    await eventually(
+      "the guest's web server through the forwarded port",
+      async () => {
+        body = await fetch(`http://127.0.0.1:${hostPort}/index.txt`)
+          .then((r) => r.text())
+          .catch(() => "");
+        return body === "served\n";
+      },
+      120_000,
+    );
+    expect(body).toBe("served\n");
+  });
+
   it("never hands a pooled public VM to an any create", async () => {
     await unary(agent.client, "stopVm", { vmId: "p/b", timeoutMs: 0, removeDisk: true });
     const key = await poolFull();
     const [pooled] = await pooledDirs(key);
     // The firewall tells policies apart by the QEMU's gid, fixed when it started: an 'any'
     // VM needs a QEMU of its own.
-    const any = await createVm("p/any", NetworkMode.NETWORK_MODE_ANY);
+    const any = await createVm("p/any", { network: NetworkMode.NETWORK_MODE_ANY });
     expect(any.vm?.startKind).toBe("cold");
     const gid = (await qemuConfinement(any.vm?.pid ?? 0)).gid;
     expect(gid).not.toBe((await qemuConfinement(coldPid)).gid);
     expect(await pooledDirs(key)).toEqual([pooled]);
-    expect((await hostInfo()).starts?.poolHits).toBe(2);
+    expect((await hostInfo()).starts?.poolHits).toBe(3);
     await unary(agent.client, "stopVm", { vmId: "p/any", timeoutMs: 0, removeDisk: true });
   });
 });

@@ -235,6 +235,8 @@ export function createTemplateManager(
       abort.abort();
       await chain;
       for (const e of entries.values()) await removeFiles(e.paths).catch(() => undefined);
+      // The memory dir is this home's alone (named after MSB_HOME): leave no empty dir behind.
+      await rm(options.memoryDir, { recursive: true, force: true });
     },
   };
 }
