@@ -839,7 +839,9 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
       starts.templateRestores++;
       return true;
     } catch (err) {
-      if (signal.aborted || rec.state !== "starting") {
+      // Out of VM uids is not the template's fault: a cold boot would fail the same way.
+      const capacity = err instanceof MsbError && err.code === "CAPACITY_EXHAUSTED";
+      if (signal.aborted || rec.state !== "starting" || capacity) {
         throw vm === undefined ? err : bootError(rec, vm, err, deadline, signal, bootTimeoutMs);
       }
       const reason = `restore failed: ${err instanceof Error ? err.message : String(err)}${consoleSummary(vm, 5)}`;
