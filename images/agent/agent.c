@@ -37,6 +37,7 @@ extern char **environ;
 
 /* From <linux/random.h>, which musl's toolchain does not ship. */
 #define RNDADDENTROPY _IOW('R', 0x03, int[2])
+#define RNDRESEEDCRNG _IO('R', 0x07)
 struct rand_pool_info {
 	int entropy_count;
 	int buf_size;
@@ -1187,6 +1188,10 @@ static void op_configure(uint32_t id, const jval *req)
 			rp.info.buf_size = (int)n;
 			int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
 			if (fd < 0 || ioctl(fd, RNDADDENTROPY, &rp.info) < 0) CFG_ERR("seed RNG: %s", strerror(errno));
+			/* After a snapshot restore every clone starts from the same CRNG state (and the
+			 * same per-CPU keys): force a reseed now rather than at the next interval, so the
+			 * first read of /dev/urandom already differs between clones. */
+			else if (ioctl(fd, RNDRESEEDCRNG) < 0) CFG_ERR("reseed RNG: %s", strerror(errno));
 			if (fd >= 0) close(fd);
 		}
 	}

@@ -47,4 +47,19 @@ describe("loadConfig", () => {
     expect(error.message).toContain("MSB_ACCEL");
     expect(error.message).toContain("MSB_MAX_VMS");
   });
+
+  it("turns templates, the pool and idle pause on by default, and off on request", () => {
+    const on = loadConfig({ MSB_HOME: "/srv/msb" });
+    expect(on).toMatchObject({
+      templatesEnabled: true,
+      templatesDir: "/srv/msb/templates",
+      poolSize: 1,
+      idlePauseMs: 60_000,
+    });
+    expect(on.templateMemoryDir).toMatch(/^\/dev\/shm\/msb-[0-9a-f]{12}$/);
+    expect(loadConfig({ MSB_HOME: "/other" }).templateMemoryDir).not.toBe(on.templateMemoryDir);
+    const off = loadConfig({ MSB_TEMPLATES: "0", MSB_POOL_SIZE: "3", MSB_IDLE_PAUSE_SECONDS: "0" });
+    expect(off).toMatchObject({ templatesEnabled: false, poolSize: 0, idlePauseMs: 0 });
+    expect(loadConfig({ MSB_POOL_SIZE: "3" }).poolSize).toBe(3);
+  });
 });

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { MsbError } from "@msb/errors";
@@ -35,6 +36,10 @@ const EnvSchema = z.object({
   MSB_VM_UID_BASE: intFrom(1, 2_147_000_000).default(1_900_000_000),
   MSB_VM_UID_COUNT: intFrom(1, 1_000_000).default(65_536),
   MSB_VM_GID_BASE: intFrom(1, 2_147_000_000).default(1_900_000_000),
+  MSB_TEMPLATES: z.enum(["0", "1"]).default("1"),
+  MSB_TEMPLATE_MEMORY_DIR: z.string().min(1).optional(),
+  MSB_POOL_SIZE: intFrom(0, 64).default(1),
+  MSB_IDLE_PAUSE_SECONDS: intFrom(0, 86_400).default(60),
 });
 
 /** The vmm-agent's settings; every field has a unit in its name where it has one. */
@@ -87,6 +92,20 @@ export interface VmmAgentConfig {
    * The host firewall tells VMs apart by these gids.
    */
   readonly vmGidBase: number;
+  /** Template snapshots (MSB_TEMPLATES=0: every VM cold-boots). */
+  readonly templatesEnabled: boolean;
+  /** `$MSB_HOME/templates`: state files and scratch disks of templates. */
+  readonly templatesDir: string;
+  /**
+   * Where template RAM files live: a tmpfs, so that clones map page-cache pages. Default
+   * `/dev/shm/msb-<hash of MSB_HOME>` (one per home: two servers never share or delete
+   * each other's).
+   */
+  readonly templateMemoryDir: string;
+  /** Paused, restored VMs kept per template (0 = none; 0 too when templates are off). */
+  readonly poolSize: number;
+  /** A VM without calls for this long is paused until the next call; 0 = never. */
+  readonly idlePauseMs: number;
 }
 
 /** Reads the configuration from the environment; pure, so tests pass their own `env`. */
@@ -128,5 +147,12 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): V
     vmUidBase: e.MSB_VM_UID_BASE,
     vmUidCount: e.MSB_VM_UID_COUNT,
     vmGidBase: e.MSB_VM_GID_BASE,
+    templatesEnabled: e.MSB_TEMPLATES === "1",
+    poolSize: e.MSB_TEMPLATES === "1" ? e.MSB_POOL_SIZE : 0,
+    idlePauseMs: e.MSB_IDLE_PAUSE_SECONDS * 1000,
+    templatesDir: join(msbHome, "templates"),
+    templateMemoryDir:
+      e.MSB_TEMPLATE_MEMORY_DIR ??
+      join("/dev/shm", `msb-${createHash("sha256").update(msbHome).digest("hex").slice(0, 12)}`),
   };
 }

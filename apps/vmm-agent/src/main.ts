@@ -18,6 +18,8 @@ import { createQemuHypervisor } from "./hypervisor/qemu/qemu-hypervisor.js";
 import { installNetworkPolicy } from "./network/policy.js";
 import { reapLeftovers } from "./supervision/leftovers.js";
 import { createProcProcessTable } from "./supervision/process-table.js";
+import { createTemplateBuilder } from "./templates/template-builder.js";
+import { createTemplateManager, type TemplateManager } from "./templates/templates.js";
 import { createVmService } from "./vm-service.js";
 
 const VERSION = "0.1.0";
@@ -103,6 +105,27 @@ runMain(
       memoryBudgetMib: Math.floor((totalmem() / 1024 / 1024) * (config.vmMemoryPercent / 100)),
       maxConcurrentBoots: config.maxConcurrentBoots ?? 2 * cpus().length,
     });
+    let templates: TemplateManager | undefined;
+    if (config.templatesEnabled) {
+      templates = createTemplateManager(
+        {
+          builder: createTemplateBuilder({
+            hypervisor,
+            admission,
+            identities,
+            logger,
+            bootTimeoutMs: config.bootTimeoutMs,
+          }),
+          logger,
+        },
+        {
+          templatesDir: config.templatesDir,
+          memoryDir: config.templateMemoryDir,
+          retryFailedAfterMs: 60_000,
+        },
+      );
+      await templates.init();
+    }
     const service = createVmService(
       {
         hypervisor,
@@ -113,6 +136,7 @@ runMain(
         identities,
         networkPolicy: networkPolicy.status,
         seccomp: config.qemuSeccomp,
+        ...(templates ? { templates } : {}),
       },
       {
         sandboxesDir: config.sandboxesDir,
@@ -124,6 +148,8 @@ runMain(
         defaultRunTimeoutMs: config.defaultRunTimeoutMs,
         outputCapBytes: config.outputCapBytes,
         agentVersion: VERSION,
+        poolSize: config.poolSize,
+        idlePauseMs: config.idlePauseMs,
       },
     );
     // Hooks run newest first: stop serving, then stop every VM.

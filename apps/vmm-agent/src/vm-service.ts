@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, rm, rmdir, stat } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, rmdir, stat } from "node:fs/promises";
 import { cpus, freemem, totalmem } from "node:os";
 import { dirname, isAbsolute, join } from "node:path";
 import {
@@ -15,6 +15,7 @@ import type { Logger } from "@msb/runtime";
 import type { Admission, Reservation } from "./admission.js";
 import { createAsyncQueue } from "./async-queue.js";
 import type { GuestAccess } from "./attach.js";
+import { createIdleTracker, type IdleTracker } from "./idle-pause.js";
 import { parseEnv } from "./guest/env.js";
 import type {
   Accelerator,
@@ -28,6 +29,16 @@ import { describeExit } from "./hypervisor/qemu/qemu-hypervisor.js";
 import type { NetworkPolicyStatus } from "./network/policy.js";
 import { ensureScratchDisk } from "./scratch-disk.js";
 import { kernelPanicLine } from "./supervision/console-log.js";
+import { createPool, type Pool } from "./templates/pool.js";
+import {
+  launchClone,
+  personalize,
+  prewarm,
+  type Clone,
+  type Identity,
+} from "./templates/restore.js";
+import { fileIdentity, type TemplateInputs } from "./templates/template-key.js";
+import { poolVmDir, type Template, type TemplateManager } from "./templates/templates.js";
 import { VM_FILES, isValidVmId, vmDir } from "./supervision/vm-files.js";
 
 export type VmStateName = "starting" | "running" | "stopping" | "stopped" | "failed";
@@ -48,7 +59,33 @@ export interface VmInfo {
   readonly imageReference: string;
   /** Spawn to READY. */
   readonly bootMs: number;
-  readonly startKind: "cold";
+  readonly startKind: StartKind;
+  /** Paused by the idle timer; the next call resumes it. */
+  readonly paused: boolean;
+}
+
+/** How a VM came to run: booted, restored from a template snapshot, or claimed from the pool. */
+export type StartKind = "cold" | "template" | "pool";
+
+/** A template as GetHostInfo reports it. */
+export interface TemplateInfoView {
+  readonly key: string;
+  readonly imageReference: string;
+  readonly memoryMib: number;
+  readonly vcpus: number;
+  readonly state: "building" | "ready" | "failed";
+  readonly reason: string;
+  readonly warmLanguage: string;
+  readonly poolReady: number;
+  readonly poolTarget: number;
+  readonly buildMs: number;
+}
+
+export interface StartCounters {
+  poolHits: number;
+  poolMisses: number;
+  templateRestores: number;
+  coldBoots: number;
 }
 
 export interface CreateVmParams {
@@ -142,6 +179,9 @@ export interface HostInfo {
   readonly vmsRunning: number;
   readonly maxVms: number;
   readonly isolation: IsolationInfo;
+  readonly templates: readonly TemplateInfoView[];
+  readonly starts: StartCounters;
+  readonly vmsPaused: number;
 }
 
 /** How VMs are confined on this host; what is off is said, never implied. */
@@ -167,6 +207,8 @@ export interface VmServiceDeps {
   readonly identities: VmIdentities;
   readonly networkPolicy: NetworkPolicyStatus;
   readonly seccomp: boolean;
+  /** Template snapshots; undefined when MSB_TEMPLATES=0 (every VM cold-boots). */
+  readonly templates?: TemplateManager;
 }
 
 export interface VmServiceOptions {
@@ -179,6 +221,19 @@ export interface VmServiceOptions {
   readonly defaultRunTimeoutMs: number;
   readonly outputCapBytes: number;
   readonly agentVersion: string;
+  /** Paused, restored VMs kept ready per template (MSB_POOL_SIZE); 0 = no pool. */
+  readonly poolSize: number;
+  /** A VM with no call for this long is paused (QMP stop) until the next call; 0 = never. */
+  readonly idlePauseMs: number;
+}
+
+/** A restored, paused clone waiting in the pool. */
+interface PooledVm {
+  readonly clone: Clone;
+  /** Its identity's id (`pool:<key>/<id>`), renamed to the sandbox's at claim. */
+  readonly vmId: string;
+  readonly dir: string;
+  readonly reservation: Reservation;
 }
 
 /** The vmm-agent's behaviour, transport-free: the gRPC adapter only maps to and from it. */
@@ -228,6 +283,7 @@ interface VmRecord {
   pid: number;
   startedUnixMs: number;
   bootMs: number;
+  startKind: StartKind;
   readonly memoryMib: number;
   readonly vcpus: number;
   readonly imageReference: string;
@@ -240,6 +296,8 @@ interface VmRecord {
   stopping?: Promise<VmInfo>;
   readonly repls: Map<ReplLanguage, ReplSession>;
   readonly execs: Map<string, ProcessHandle>;
+  /** Idle pause; absent when disabled or for VMs with port forwards (traffic is not a call). */
+  idle?: IdleTracker;
 }
 
 function info(rec: VmRecord): VmInfo {
@@ -255,7 +313,8 @@ function info(rec: VmRecord): VmInfo {
     vcpus: rec.vcpus,
     imageReference: rec.imageReference,
     bootMs: rec.bootMs,
-    startKind: "cold",
+    startKind: rec.startKind,
+    paused: rec.idle?.paused ?? false,
   };
 }
 
@@ -301,6 +360,68 @@ async function settledWithin(p: Promise<unknown>, ms: number): Promise<boolean> 
 export function createVmService(deps: VmServiceDeps, options: VmServiceOptions): VmService {
   const { hypervisor, admission, logger } = deps;
   const vms = new Map<string, VmRecord>();
+  const starts: StartCounters = { poolHits: 0, poolMisses: 0, templateRestores: 0, coldBoots: 0 };
+  let qemuVersion: Promise<string> | undefined;
+  const pool: Pool<PooledVm> | undefined =
+    deps.templates !== undefined && options.poolSize > 0
+      ? createPool<PooledVm>(
+          { spawn: spawnPooled, destroy: destroyPooled, died: (p) => p.clone.vm.exited, logger },
+          { target: options.poolSize },
+        )
+      : undefined;
+  if (pool !== undefined) deps.templates?.onReady((t) => pool.fill(t));
+
+  /** Restores a clone into the template's pool directory and pauses it. */
+  async function spawnPooled(
+    template: Template,
+    id: string,
+    signal: AbortSignal,
+  ): Promise<PooledVm> {
+    const reservation = admission.reserve(template.inputs.memoryMib);
+    let releaseBoot: (() => void) | undefined;
+    let vm: VmProcess | undefined;
+    const dir = poolVmDir(template.paths, id);
+    // `:` never occurs in a sandbox's vm id, so this identity cannot clash with one.
+    const vmId = `pool:${template.key}/${id}`;
+    try {
+      releaseBoot = await admission.acquireBoot(signal);
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      const deadline = AbortSignal.any([signal, AbortSignal.timeout(options.bootTimeoutMs)]);
+      const clone = await launchClone(
+        { hypervisor, identities: deps.identities, logger },
+        {
+          vmId,
+          dir,
+          template,
+          accelerator: template.inputs.accelerator === "kvm" ? "kvm" : "tcg",
+          scratchDiskPath: join(dir, VM_FILES.scratchDisk),
+          portForwards: [],
+          timeoutMs: options.bootTimeoutMs,
+        },
+        (launched) => (vm = launched),
+        deadline,
+      );
+      await prewarm(clone, template, options.outputCapBytes, deadline, options.bootTimeoutMs);
+      await clone.vm.pause(deadline);
+      return { clone, vmId, dir, reservation };
+    } catch (err) {
+      if (vm !== undefined) await forceDown(vm);
+      await deps.identities.release(vmId);
+      reservation.release();
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    } finally {
+      releaseBoot?.();
+    }
+  }
+
+  async function destroyPooled(p: PooledVm): Promise<void> {
+    p.clone.client.close();
+    await forceDown(p.clone.vm);
+    await deps.identities.release(p.vmId);
+    p.reservation.release();
+    await rm(p.dir, { recursive: true, force: true });
+  }
 
   function find(vmId: string): VmRecord {
     const rec = vms.get(vmId);
@@ -359,6 +480,8 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
   }
 
   function release(rec: VmRecord): void {
+    rec.idle?.dispose();
+    rec.idle = undefined;
     rec.reservation?.release();
     rec.reservation = undefined;
     rec.client?.close();
@@ -459,6 +582,29 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
       const scratchDiskPath = join(rec.dir, VM_FILES.scratchDisk);
       const diskBytes =
         params.diskQuotaBytes > 0 ? params.diskQuotaBytes : options.defaultDiskQuotaBytes;
+      const bootTimeoutMs = params.bootTimeoutMs > 0 ? params.bootTimeoutMs : options.bootTimeoutMs;
+      // Templates: only VMs without volumes (the 9p devices are part of the snapshot's
+      // device set) and not the restart of a sandbox whose disk is kept (its state wins).
+      const diskKept =
+        params.keepDisk && (await stat(scratchDiskPath).catch(() => undefined))?.isFile() === true;
+      const inputs =
+        deps.templates !== undefined && params.volumes.length === 0 && !diskKept
+          ? await templateInputs(params, diskBytes, choice.accelerator, kernelPath, initramfsPath)
+          : undefined;
+      const template = inputs === undefined ? undefined : deps.templates?.ready(inputs);
+      if (template !== undefined && pool !== undefined) {
+        const member = pool.take(template);
+        if (member === undefined) starts.poolMisses++;
+        else {
+          starts.poolHits++;
+          if (await tryClaim(rec, params, checked, template, member.value, bootTimeoutMs, signal))
+            return;
+        }
+      }
+      if (template !== undefined) {
+        const restored = await tryRestore(rec, params, checked, template, bootTimeoutMs, signal);
+        if (restored) return;
+      }
       await ensureScratchDisk(scratchDiskPath, diskBytes, { keep: params.keepDisk, signal });
       const volumes = await Promise.all(
         checked.volumes.map(async (v) => ({
@@ -472,7 +618,6 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
         ownFiles: [scratchDiskPath],
         volumes: volumes.map((v) => ({ realPath: v.hostPath, readOnly: v.readOnly })),
       });
-      const bootTimeoutMs = params.bootTimeoutMs > 0 ? params.bootTimeoutMs : options.bootTimeoutMs;
       const deadline = AbortSignal.any([signal, AbortSignal.timeout(bootTimeoutMs)]);
       const t0 = Date.now();
       const vm = await hypervisor.launch({
@@ -527,11 +672,199 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
           );
         }
         rec.bootMs = Date.now() - t0;
+        rec.startKind = "cold";
+        starts.coldBoots++;
       } catch (err) {
         throw bootError(rec, vm, err, deadline, signal, bootTimeoutMs);
       }
+      // The next VM like this one restores instead of booting (built in the background).
+      if (inputs !== undefined) deps.templates?.ensure(inputs);
     } finally {
       releaseBoot();
+    }
+  }
+
+  async function templateInputs(
+    params: CreateVmParams,
+    diskBytes: number,
+    accelerator: Accelerator,
+    kernelPath: string,
+    initramfsPath: string,
+  ): Promise<TemplateInputs> {
+    qemuVersion ??= hypervisor.version();
+    const [kernel, initramfs, rootfs, version] = await Promise.all([
+      fileIdentity(kernelPath),
+      fileIdentity(initramfsPath),
+      fileIdentity(params.rootfsPath),
+      qemuVersion,
+    ]);
+    return {
+      kernelPath,
+      initramfsPath,
+      kernel,
+      initramfs,
+      rootfs,
+      rootfsPath: params.rootfsPath,
+      imageReference: params.imageReference,
+      memoryMib: memoryOf(params),
+      vcpus: params.vcpus > 0 ? params.vcpus : options.defaultVcpus,
+      network: params.network,
+      diskQuotaBytes: diskBytes,
+      qemuVersion: version,
+      accelerator,
+    };
+  }
+
+  function memoryOf(params: CreateVmParams): number {
+    return params.memoryMib > 0 ? params.memoryMib : options.defaultMemoryMib;
+  }
+
+  function identityOf(
+    rec: VmRecord,
+    params: CreateVmParams,
+    checked: Awaited<ReturnType<typeof validateCreate>>,
+    timeoutMs: number,
+  ): Identity {
+    return {
+      hostname: params.hostname !== "" ? params.hostname : (rec.vmId.split("/").pop() ?? ""),
+      env: checked.env,
+      workdir: params.workdir,
+      outputCapBytes: options.outputCapBytes,
+      timeoutMs,
+    };
+  }
+
+  /**
+   * Makes a pooled clone `rec`'s VM: its directory becomes the sandbox's, it runs again, gets
+   * the port forwards and its identity. False (the clone destroyed) when that failed for a
+   * reason of the clone's; the caller then restores or boots.
+   */
+  async function tryClaim(
+    rec: VmRecord,
+    params: CreateVmParams,
+    checked: Awaited<ReturnType<typeof validateCreate>>,
+    template: Template,
+    pooled: PooledVm,
+    bootTimeoutMs: number,
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    const deadline = AbortSignal.any([signal, AbortSignal.timeout(bootTimeoutMs)]);
+    const t0 = Date.now();
+    const { clone } = pooled;
+    // The create holds its own reservation; the pool's goes.
+    pooled.reservation.release();
+    try {
+      await rm(rec.dir, { recursive: true, force: true });
+      // The QEMU keeps its uid and primary gid (the template key holds the network policy);
+      // the sandbox's id now owns them, so that stopping it releases them.
+      await deps.identities.rename(pooled.vmId, rec.vmId);
+      await rename(pooled.dir, rec.dir);
+      clone.vm.relocate(rec.dir);
+      rec.process = clone.vm;
+      rec.pid = clone.vm.pid;
+      rec.startedUnixMs = Date.now();
+      watchExit(rec, clone.vm);
+      rec.client = clone.client;
+      await clone.vm.resume(deadline);
+      for (const fwd of checked.ports) await clone.vm.addPortForward(fwd, deadline);
+      const restored = await personalize(
+        clone,
+        template,
+        identityOf(rec, params, checked, bootTimeoutMs),
+        deadline,
+      );
+      if (restored.python !== undefined) rec.repls.set("python", restored.python);
+      rec.bootMs = Date.now() - t0;
+      rec.startKind = "pool";
+      return true;
+    } catch (err) {
+      if (signal.aborted || rec.state !== "starting") {
+        throw bootError(rec, clone.vm, err, deadline, signal, bootTimeoutMs);
+      }
+      logger.warn({ vmId: rec.vmId, template: template.key, err }, "pool claim failed; restore");
+      rec.process = undefined;
+      rec.client = undefined;
+      rec.repls.clear();
+      clone.client.close();
+      await forceDown(clone.vm);
+      await deps.identities.release(pooled.vmId);
+      await deps.identities.release(rec.vmId);
+      await rm(pooled.dir, { recursive: true, force: true });
+      await rm(rec.dir, { recursive: true, force: true });
+      await mkdir(rec.dir, { recursive: true, mode: 0o700 });
+      return false;
+    }
+  }
+
+  /**
+   * Restores `rec` from `template`. False (and the VM's traces gone) when the restore failed
+   * for a reason of the template's: the template is discarded and the caller cold-boots.
+   */
+  async function tryRestore(
+    rec: VmRecord,
+    params: CreateVmParams,
+    checked: Awaited<ReturnType<typeof validateCreate>>,
+    template: Template,
+    bootTimeoutMs: number,
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    const deadline = AbortSignal.any([signal, AbortSignal.timeout(bootTimeoutMs)]);
+    const t0 = Date.now();
+    let vm: VmProcess | undefined;
+    try {
+      const clone = await launchClone(
+        { hypervisor, identities: deps.identities, logger },
+        {
+          vmId: rec.vmId,
+          dir: rec.dir,
+          template,
+          accelerator: template.inputs.accelerator === "kvm" ? "kvm" : "tcg",
+          scratchDiskPath: join(rec.dir, VM_FILES.scratchDisk),
+          portForwards: checked.ports,
+          timeoutMs: bootTimeoutMs,
+        },
+        (launched) => {
+          vm = launched;
+          rec.process = launched;
+          rec.pid = launched.pid;
+          rec.startedUnixMs = Date.now();
+          watchExit(rec, launched);
+        },
+        deadline,
+      );
+      rec.client = clone.client;
+      const restored = await personalize(
+        clone,
+        template,
+        identityOf(rec, params, checked, bootTimeoutMs),
+        deadline,
+      );
+      rec.client = restored.client;
+      if (restored.python !== undefined) rec.repls.set("python", restored.python);
+      rec.bootMs = Date.now() - t0;
+      rec.startKind = "template";
+      starts.templateRestores++;
+      return true;
+    } catch (err) {
+      // Out of VM uids is not the template's fault: a cold boot would fail the same way.
+      const capacity = err instanceof MsbError && err.code === "CAPACITY_EXHAUSTED";
+      if (signal.aborted || rec.state !== "starting" || capacity) {
+        throw vm === undefined ? err : bootError(rec, vm, err, deadline, signal, bootTimeoutMs);
+      }
+      const reason = `restore failed: ${err instanceof Error ? err.message : String(err)}${consoleSummary(vm, 5)}`;
+      logger.warn({ vmId: rec.vmId, template: template.key, err }, "restore failed; cold boot");
+      deps.templates?.discard(template.key, reason);
+      rec.process = undefined;
+      rec.client?.close();
+      rec.client = undefined;
+      rec.repls.clear();
+      if (vm !== undefined) {
+        vm.kill("SIGKILL");
+        await vm.exited;
+      }
+      await deps.identities.release(rec.vmId);
+      await rm(join(rec.dir, VM_FILES.scratchDisk), { force: true });
+      return false;
     }
   }
 
@@ -580,6 +913,12 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
   }
 
   async function stop(rec: VmRecord, timeoutMs: number, removeDisk: boolean): Promise<VmInfo> {
+    // A paused guest cannot shut down cleanly: wake it, and keep it awake.
+    const idle = rec.idle;
+    if (idle !== undefined) {
+      await idle.begin().catch(() => undefined);
+      idle.dispose();
+    }
     const wasFailed = rec.state === "failed";
     if (rec.state === "starting") {
       rec.state = "stopping";
@@ -650,6 +989,20 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
           qemuUser: deps.identities.qemuUser,
           networkPolicy: deps.networkPolicy,
         },
+        templates: (deps.templates?.list() ?? []).map((t) => ({
+          key: t.key,
+          imageReference: t.inputs.imageReference,
+          memoryMib: t.inputs.memoryMib,
+          vcpus: t.inputs.vcpus,
+          state: t.state,
+          reason: t.reason,
+          warmLanguage: t.warmLanguage,
+          poolReady: pool?.counts(t.key).ready ?? 0,
+          poolTarget: pool?.counts(t.key).target ?? 0,
+          buildMs: t.buildMs,
+        })),
+        starts: { ...starts },
+        vmsPaused: (pool?.size() ?? 0) + [...vms.values()].filter((r) => r.idle?.paused).length,
       };
     },
 
@@ -673,10 +1026,19 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
       const vcpus = params.vcpus > 0 ? params.vcpus : options.defaultVcpus;
       if (memoryMib < 64) throw invalid("memory_mib must be at least 64.");
       if (vcpus > 255) throw invalid("vcpus must be at most 255.");
+      // Pooled VMs hold capacity only until a real create needs it.
+      let reservation: Reservation | undefined;
+      while (reservation === undefined) {
+        try {
+          reservation = admission.reserve(memoryMib);
+        } catch (err) {
+          if (!(await pool?.evictOne())) throw err;
+        }
+      }
       if (vms.get(params.vmId) !== existing) {
+        reservation.release();
         throw new MsbError("SANDBOX_EXISTS", `VM '${params.vmId}' is being created already.`);
       }
-      const reservation = admission.reserve(memoryMib);
       const rec: VmRecord = {
         vmId: params.vmId,
         dir: vmDir(options.sandboxesDir, params.vmId),
@@ -687,6 +1049,7 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
         pid: 0,
         startedUnixMs: 0,
         bootMs: 0,
+        startKind: "cold",
         memoryMib,
         vcpus,
         imageReference: params.imageReference,
@@ -718,6 +1081,14 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
       }
       if (rec.state !== "starting") throw notRunning(rec);
       rec.state = "running";
+      if (options.idlePauseMs > 0 && params.ports.length === 0 && rec.process !== undefined) {
+        rec.idle = createIdleTracker(rec.process, {
+          idleMs: options.idlePauseMs,
+          logger,
+          vmId: rec.vmId,
+        });
+        rec.idle.arm();
+      }
       logger.info(
         { vmId: rec.vmId, pid: rec.pid, bootMs: rec.bootMs, accelerator: rec.accelerator },
         "vm running",
@@ -746,6 +1117,7 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
           imageReference: "",
           bootMs: 0,
           startKind: "cold",
+          paused: false,
         };
       }
       const rec = find(vmId);
@@ -986,20 +1358,60 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
       const live = [...vms.values()].filter((r) => r.state !== "stopped");
       const budget = Math.max(500, Math.min(options.stopTimeoutMs, 3_000));
       await Promise.race([
-        Promise.all(
-          live.map((rec) =>
+        Promise.all([
+          // Pooled VMs go down, template builds are aborted, template files deleted.
+          (async () => {
+            await pool?.close();
+            await deps.templates?.close();
+          })().catch((err: unknown) => {
+            logger.error({ err }, "closing the pool and templates failed");
+          }),
+          ...live.map((rec) =>
             service
               .stopVm(rec.vmId, { timeoutMs: budget, removeDisk: false })
               .catch((err: unknown) => {
                 logger.error({ vmId: rec.vmId, err }, "stop failed");
               }),
           ),
-        ),
+        ]),
         new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve())),
       ]);
       // Whatever is still alive (deadline passed) is killed outright: no QEMU outlives us.
       for (const rec of vms.values()) rec.process?.kill("SIGKILL");
     },
   };
-  return service;
+  /** Runs a call with the VM awake: resumed first if idle-paused, the idle timer held. */
+  async function awake<T>(vmId: string, call: () => Promise<T>): Promise<T> {
+    const idle = vms.get(vmId)?.idle;
+    if (idle === undefined) return call();
+    const end = await idle.begin();
+    try {
+      return await call();
+    } finally {
+      end();
+    }
+  }
+
+  async function* awakeStream<T>(vmId: string, call: () => AsyncIterable<T>): AsyncIterable<T> {
+    const idle = vms.get(vmId)?.idle;
+    const end = idle === undefined ? undefined : await idle.begin();
+    try {
+      yield* call();
+    } finally {
+      end?.();
+    }
+  }
+
+  return {
+    ...service,
+    metrics: (vmId, signal) => awake(vmId, () => service.metrics(vmId, signal)),
+    exec: (params, signal) => awakeStream(params.vmId, () => service.exec(params, signal)),
+    runCode: (params, signal) => awakeStream(params.vmId, () => service.runCode(params, signal)),
+    signalProcess: (vmId, execId, sig) =>
+      awake(vmId, () => service.signalProcess(vmId, execId, sig)),
+    readFile: (vmId, path, maxBytes, signal) =>
+      awake(vmId, () => service.readFile(vmId, path, maxBytes, signal)),
+    writeFile: (vmId, path, data, opts, signal) =>
+      awake(vmId, () => service.writeFile(vmId, path, data, opts, signal)),
+  };
 }

@@ -212,6 +212,16 @@ export async function qemuPidsMentioning(needle: string): Promise<number[]> {
   return pids;
 }
 
+/** Who a VM's QEMU runs as and whether seccomp confines it (`/proc/<pid>/status`). */
+export async function qemuConfinement(
+  pid: number,
+): Promise<{ uid: string; gid: string; seccomp: string }> {
+  const text = await readFile(`/proc/${pid}/status`, "utf8");
+  const field = (name: string): string =>
+    new RegExp(`^${name}:\\s*(\\S+)`, "m").exec(text)?.[1] ?? "";
+  return { uid: field("Uid"), gid: field("Gid"), seccomp: field("Seccomp") };
+}
+
 /**
  * Waits until `check` holds, re-checking every 50 ms, failing after `timeoutMs`. Used only
  * for effects with no event to wait on (a process reaped by the kernel after PDEATHSIG).

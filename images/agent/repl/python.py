@@ -83,9 +83,14 @@ class Driver:
 
     # ---- running cells
 
-    def _run_code(self, code):
-        self.cell_no += 1
-        filename = "<cell-%d>" % self.cell_no
+    def _run_code(self, code, hidden=False):
+        # Host housekeeping cells (template warm-up, reseed after a snapshot restore) do not
+        # take a cell number, so the user's first cell is still <cell-1>.
+        if hidden:
+            filename = "<msb>"
+        else:
+            self.cell_no += 1
+            filename = "<cell-%d>" % self.cell_no
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
         tree = compile(code, filename, "exec", ast.PyCF_ONLY_AST | flags)
@@ -132,12 +137,12 @@ class Driver:
         message = str(exc) if not isinstance(exc, SyntaxError) else (exc.msg or str(exc))
         return {"type": type(exc).__name__, "message": message, "traceback": text}
 
-    def run_cell(self, msg_id, code):
+    def run_cell(self, msg_id, code, hidden=False):
         reply = {"id": msg_id, "status": "success"}
         try:
             self.running = True
             try:
-                self._run_code(code)
+                self._run_code(code, hidden)
             finally:
                 self.running = False
         except SystemExit as exc:
@@ -164,7 +169,7 @@ class Driver:
                     self.send({"id": None, "status": "error", "error": {
                         "type": "ProtocolError", "message": str(exc), "traceback": ""}})
                     continue
-                reply = self.run_cell(msg.get("id"), msg["code"])
+                reply = self.run_cell(msg.get("id"), msg["code"], msg.get("hidden") is True)
                 self.send(reply)
             except KeyboardInterrupt:
                 # The interrupt landed in driver code, just around a cell: report it once.

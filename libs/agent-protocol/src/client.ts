@@ -392,6 +392,51 @@ export class AgentClient {
     return handle;
   }
 
+  /**
+   * Takes over a process that kept running while the host was away: a stream listed in the
+   * agent's HELLO `streams` after a reconnect (e.g. the warm REPL of a restored snapshot).
+   * Output and control frames of that stream go to the returned handle from now on; frames
+   * the guest queued before the reconnect are lost, and the windows restart (the agent
+   * resets them when it sends HELLO).
+   */
+  adoptProcess(stream: number, options: ExecOptions & { pid?: number } = {}): ProcessHandle {
+    if (this.#closed) throw this.#closed;
+    if (!this.#hello?.streams.includes(stream)) {
+      throw new MsbError(
+        "INVALID_PARAMS",
+        `Stream ${stream} is not a running process of the guest agent (not in its HELLO).`,
+        { details: { stream } },
+      );
+    }
+    if (this.#streams.has(stream)) {
+      throw new MsbError("INVALID_PARAMS", `Stream ${stream} is already in use on this client.`, {
+        details: { stream },
+      });
+    }
+    const state: StreamState = {
+      id: stream,
+      op: "exec",
+      response: deferred<unknown>(),
+      responded: true,
+      sendCredit: this.#windowBytes,
+      // The agent reset both windows when it sent HELLO.
+      recvCredit: this.#windowBytes,
+      creditWaiters: [],
+      endOnResponse: false,
+      requestSent: deferred<void>(),
+      fail: (err) => {
+        state.response.reject(err);
+        for (const w of state.creditWaiters.splice(0)) w();
+      },
+    };
+    state.response.promise.catch(() => undefined);
+    state.requestSent.resolve();
+    this.#streams.set(stream, state);
+    const handle = new Process(this, state, options);
+    handle.started(options.pid ?? 0);
+    return handle;
+  }
+
   /** `exec` with a control channel on fd 3: how REPL drivers are started. */
   async startProcess(params: ExecParams, options: ExecOptions = {}): Promise<ProcessHandle> {
     return this.exec({ ...params, ctrl: true }, options);

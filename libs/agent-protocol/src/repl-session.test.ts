@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { AgentClient } from "./client.js";
+import { FrameKind } from "./frame.js";
 import { ReplSession } from "./repl-session.js";
 import { FakeAgent, duplexPair } from "./test-support/fake-agent.js";
 
@@ -107,5 +108,46 @@ describe("ReplSession", () => {
     const [a, b] = await Promise.all([repl.run("a"), repl.run("b")]);
     expect(a.output[0]?.text).toBe("a");
     expect(b.output[0]?.text).toBe("b");
+  });
+});
+
+describe("ReplSession.adopt (snapshot restore)", () => {
+  it("takes over a driver that kept running across a reconnect", async () => {
+    const { repl, agent } = setup();
+    await repl.run("warm");
+    const stream = repl.stream;
+    expect(stream).toBeGreaterThan(0);
+
+    const [host, guest] = duplexPair();
+    const client = new AgentClient(host);
+    clients.push(client);
+    agent.reconnect(guest);
+    expect((await client.waitHello()).streams).toEqual([stream]);
+
+    const adopted = new ReplSession(client, { language: "python", argv: ["repl"] });
+    adopted.adopt(stream!);
+    const r = await adopted.run("after", { hidden: true });
+    expect(r).toMatchObject({ status: "success", output: [{ stream: "stdout", text: "after" }] });
+    const cell = agent.received
+      .filter((f) => f.kind === FrameKind.CTRL_IN)
+      .map((f) => JSON.parse(f.payload.toString()) as Record<string, unknown>)
+      .pop();
+    expect(cell).toMatchObject({ code: "after", hidden: true });
+    // No second interpreter was started: the only exec was the first session's.
+    const execs = agent.received.filter(
+      (f) => f.kind === FrameKind.REQUEST && f.payload.toString().includes('"exec"'),
+    );
+    expect(execs).toHaveLength(1);
+  });
+
+  it("refuses a stream the agent did not list in its HELLO", async () => {
+    const { agent } = setup();
+    const [host, guest] = duplexPair();
+    const client = new AgentClient(host);
+    clients.push(client);
+    agent.reconnect(guest);
+    await client.waitHello();
+    const session = new ReplSession(client, { language: "python" });
+    expect(() => session.adopt(7)).toThrow(/not a running process/);
   });
 });

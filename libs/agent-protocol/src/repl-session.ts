@@ -35,6 +35,11 @@ export interface ReplRunOptions {
   /** Streams output as it arrives (not subject to maxOutputBytes). */
   readonly onOutput?: (chunk: { stream: "stdout" | "stderr"; text: string }) => void;
   readonly signal?: AbortSignal;
+  /**
+   * Host housekeeping (warm-up, reseed after a restore): the driver gives the cell no
+   * number, so the user's first cell is still `<cell-1>`. Output is still returned.
+   */
+  readonly hidden?: boolean;
 }
 
 export interface ReplOutput {
@@ -97,6 +102,35 @@ export class ReplSession {
     if (this.#proc) return;
     this.#starting ??= this.#spawn().finally(() => (this.#starting = undefined));
     await this.#starting;
+  }
+
+  /**
+   * Takes over a driver that is already running and ready (its stream is in the agent's
+   * HELLO `streams`): the warm REPL of a restored template snapshot. Fails if the session
+   * already has an interpreter.
+   */
+  adopt(stream: number): void {
+    if (this.#proc || this.#starting || this.#closed) {
+      throw new MsbError("INVALID_PARAMS", "This REPL session already has an interpreter.");
+    }
+    const proc = this.#client.adoptProcess(stream, {
+      onOutput: (chunk) => this.#onOutput(chunk),
+      onCtrl: (data) => this.#onCtrl(data),
+    });
+    this.#proc = proc;
+    void proc.exit.then(
+      (exit) =>
+        this.#onDied(
+          proc,
+          `the ${this.#options.language} interpreter exited (code ${exit.exitCode}${exit.oomKilled ? ", out of memory" : ""})`,
+        ),
+      (err: unknown) => this.#onDied(proc, err),
+    );
+  }
+
+  /** The agent stream of the running interpreter, if there is one (to adopt it elsewhere). */
+  get stream(): number | undefined {
+    return this.#proc?.stream;
   }
 
   /** Runs one cell; cells queue behind each other. */
@@ -221,7 +255,9 @@ export class ReplSession {
       };
     };
 
-    await proc.writeCtrl(`${JSON.stringify({ id, code })}\n`);
+    await proc.writeCtrl(
+      `${JSON.stringify(options.hidden === true ? { id, code, hidden: true } : { id, code })}\n`,
+    );
     const timeoutMs = options.timeoutMs ?? 30_000;
     let timer: NodeJS.Timeout | undefined;
     let onAbort: (() => void) | undefined;

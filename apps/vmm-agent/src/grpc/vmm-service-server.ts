@@ -67,7 +67,7 @@ export function toVm(vm: VmInfo): Vm {
     imageReference: vm.imageReference,
     bootMs: vm.bootMs,
     startKind: vm.startKind,
-    paused: false,
+    paused: vm.paused,
   };
 }
 
@@ -86,9 +86,9 @@ export function createVmmServiceServer(service: VmService, logger: Logger): VmmS
         vmsRunning: host.vmsRunning,
         maxVms: host.maxVms,
         acceleratorNote: host.acceleratorNote,
-        templates: [],
-        starts: undefined,
-        vmsPaused: 0,
+        templates: host.templates.map((t) => ({ ...t })),
+        starts: { ...host.starts },
+        vmsPaused: host.vmsPaused,
         isolation: {
           seccomp: host.isolation.seccomp,
           qemuUser: host.isolation.qemuUser,

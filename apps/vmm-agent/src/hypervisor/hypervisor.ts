@@ -35,6 +35,10 @@ export interface LaunchSpec {
    * vmm-agent's own user (not root, or the accelerator probe).
    */
   readonly credentials?: ProcessCredentials;
+  /** Guest RAM in this file: shared for a template, private (copy-on-write) for a clone. */
+  readonly memoryFile?: { readonly path: string; readonly shared: boolean };
+  /** Restore this snapshot state file (see `VmProcess.snapshot`) instead of booting. */
+  readonly restoreStatePath?: string;
 }
 
 /** How a VM process ended. */
@@ -58,6 +62,21 @@ export interface VmProcess {
   quit(signal: AbortSignal): Promise<void>;
   /** Sends a signal to the VM process. */
   kill(signal: NodeJS.Signals): void;
+  /**
+   * Saves the device state to `statePath` (RAM stays in the shared `memoryFile`, which must
+   * have been given at launch); the VM is left paused.
+   */
+  snapshot(statePath: string, signal: AbortSignal): Promise<void>;
+  /**
+   * The VM's directory was renamed (same filesystem) to `dir`: sockets and pidfile are
+   * found there from now on. QEMU keeps its open files and its listening QMP socket.
+   */
+  relocate(dir: string): void;
+  /** Stops the vCPUs (0 % host CPU) or lets them run again. */
+  pause(signal: AbortSignal): Promise<void>;
+  resume(signal: AbortSignal): Promise<void>;
+  /** Adds a port forward to a running VM's user-mode network. */
+  addPortForward(fwd: PortForwardSpec, signal: AbortSignal): Promise<void>;
 }
 
 /** A VMM backend (QEMU today; libkrun later). */

@@ -7,6 +7,8 @@ export const VM_FILES = {
   qmpSocket: "qmp.sock",
   consoleLog: "console.log",
   scratchDisk: "scratch.ext4",
+  /** Unix socket a template's QEMU sends its snapshot to (exists only while it does). */
+  migrateSocket: "migrate.sock",
 } as const;
 
 /** Files that never outlive the VM process (the scratch disk and console log do). */
@@ -14,6 +16,7 @@ export const TRANSIENT_FILES: readonly string[] = [
   VM_FILES.pidfile,
   VM_FILES.agentSocket,
   VM_FILES.qmpSocket,
+  VM_FILES.migrateSocket,
 ];
 
 /** Temporary files are written as `<name>.tmp-<random>` and renamed into place. */

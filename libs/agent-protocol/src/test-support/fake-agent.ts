@@ -51,7 +51,7 @@ interface FakeProc {
  * waits for SIGINT, `stuck` ignores it, `boom` fails, anything else is printed).
  */
 export class FakeAgent {
-  readonly io: Duplex;
+  io: Duplex;
   readonly received: Frame[] = [];
   readonly #decoder = new FrameDecoder({ from: "host" });
   readonly #procs = new Map<number, FakeProc>();
@@ -61,13 +61,32 @@ export class FakeAgent {
 
   constructor(io: Duplex) {
     this.io = io;
+    this.#attach(io);
+  }
+
+  #attach(io: Duplex): void {
     io.on("data", (chunk: Buffer) => {
+      if (io !== this.io) return;
       for (const f of this.#decoder.push(chunk)) {
         this.received.push(f);
         this.#onFrame(f);
       }
     });
     io.on("error", () => undefined);
+  }
+
+  /**
+   * A new host connection, as after a snapshot restore: running processes survive, their
+   * windows restart, and HELLO lists their streams (what the real agent does).
+   */
+  reconnect(io: Duplex): void {
+    this.io = io;
+    this.#attach(io);
+    for (const p of this.#procs.values()) {
+      p.window = this.windowBytes;
+      p.pending = [];
+    }
+    this.sendHello({ streams: [...this.#procs.keys()] });
   }
 
   sendHello(extra: Record<string, unknown> = {}): void {

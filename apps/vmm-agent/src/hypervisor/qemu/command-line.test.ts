@@ -206,3 +206,41 @@ describe("buildQemuArgs", () => {
     expect(() => buildQemuArgs({ ...base, fdSets: [{ fd: 1, set: 1 }] })).toThrow(/fd 1/);
   });
 });
+
+describe("buildQemuArgs for templates and clones", () => {
+  it("puts a template's RAM in a shared file the snapshot maps instead of copying", () => {
+    const args = buildQemuArgs({ ...base, memoryFile: { path: "/shm/t,1/mem", shared: true } });
+    expect(values(args, "-M")).toEqual(["microvm,rtc=on,acpi=off,memory-backend=mem"]);
+    expect(values(args, "-object")).toEqual([
+      "memory-backend-file,id=mem,size=512M,mem-path=/shm/t,,1/mem,share=on",
+    ]);
+    expect(values(args, "-m")).toEqual(["512"]);
+    expect(args).not.toContain("-incoming");
+  });
+
+  it("maps a clone's RAM privately and waits for the snapshot", () => {
+    const args = buildQemuArgs({
+      ...base,
+      memoryFile: { path: "/shm/t/mem", shared: false },
+      incoming: true,
+    });
+    expect(values(args, "-object")[0]).toMatch(/share=off$/);
+    expect(values(args, "-incoming")).toEqual(["defer"]);
+  });
+
+  it("gives a clone the template's devices in the template's order, port forwards aside", () => {
+    const devices = (spec: QemuCommandSpec): string[] => values(buildQemuArgs(spec), "-device");
+    const template = { ...base, memoryFile: { path: "/m", shared: true } };
+    const clone = {
+      ...base,
+      memoryFile: { path: "/m", shared: false },
+      incoming: true,
+      network: {
+        portForwards: [
+          { protocol: "tcp", hostAddress: "127.0.0.1", hostPort: 8080, guestPort: 80 },
+        ] as const,
+      },
+    };
+    expect(devices(clone)).toEqual(devices(template));
+  });
+});

@@ -46,6 +46,14 @@ export interface QemuCommandSpec {
    * can be `/dev/fdset/<set>`: QEMU then needs no permission on the file or its directories.
    */
   readonly fdSets?: readonly { readonly fd: number; readonly set: number }[];
+  /**
+   * Guest RAM in a file (`memory-backend-file`) instead of anonymous memory: `shared` for a
+   * template (the snapshot's RAM is the file itself, `x-ignore-shared`), private for a clone
+   * (a copy-on-write mapping: the template file is never written).
+   */
+  readonly memoryFile?: { readonly path: string; readonly shared: boolean };
+  /** Start waiting for a snapshot (`-incoming defer`; the host sends `migrate-incoming`). */
+  readonly incoming?: boolean;
 }
 
 /**
@@ -132,7 +140,11 @@ export function buildQemuArgs(spec: QemuCommandSpec): string[] {
   const bus = (n: number): string => `bus=virtio-mmio-bus.${n}`;
   // The guest kernel has no ACPI; with acpi=off QEMU appends the virtio_mmio.device= list
   // to the kernel command line, which is how the guest finds its devices.
-  const args: string[] = ["-M", "microvm,rtc=on,acpi=off"];
+  const machine = "microvm,rtc=on,acpi=off";
+  const args: string[] = [
+    "-M",
+    spec.memoryFile === undefined ? machine : `${machine},memory-backend=mem`,
+  ];
   if (spec.seccomp) args.push(...QEMU_SECCOMP_ARGS);
 
   if (spec.accelerator === "kvm") {
@@ -141,6 +153,13 @@ export function buildQemuArgs(spec: QemuCommandSpec): string[] {
     args.push("-accel", `tcg,tb-size=${spec.tcgTbSizeMib}`, "-cpu", "max");
   }
 
+  if (spec.memoryFile !== undefined) {
+    const share = spec.memoryFile.shared ? "on" : "off";
+    args.push(
+      "-object",
+      `memory-backend-file,id=mem,size=${spec.memoryMib}M,mem-path=${e(spec.memoryFile.path)},share=${share}`,
+    );
+  }
   args.push(
     "-m",
     String(spec.memoryMib),
@@ -233,5 +252,6 @@ export function buildQemuArgs(spec: QemuCommandSpec): string[] {
   if (spare !== undefined) {
     args.push("-device", `virtio-balloon-device,free-page-reporting=on,${bus(spare)}`);
   }
+  if (spec.incoming === true) args.push("-incoming", "defer");
   return args;
 }

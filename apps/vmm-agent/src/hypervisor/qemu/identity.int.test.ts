@@ -118,4 +118,95 @@ describe.skipIf(!isRoot)("VM identities as root (needs root and the acl package)
     expect(stranger).toContain("Permission denied");
     await ids.release("ns/a");
   });
+
+  it("lets every VM's QEMU open a template's RAM read-write, and nobody else", async () => {
+    const { vmDir, disk } = await setup();
+    const memoryDir = join(root, "shm", "msb-x");
+    await mkdir(memoryDir, { recursive: true, mode: 0o700 });
+    const ram = join(memoryDir, "k1.mem");
+    await writeFile(ram, "guest memory", { mode: 0o600 });
+    const ids = createVmIdentities(options);
+    const builder = await ids.assign("template:k1", {
+      network: "public",
+      dir: vmDir,
+      ownFiles: [disk],
+      volumes: [],
+    });
+    await ids.prepareFile(ram, builder, "own");
+    expect((await stat(ram)).uid).toBe(1_900_400_000);
+    await ids.prepareFile(ram, builder, "shared-rw");
+    await ids.prepareFile(disk, builder, "private");
+    await ids.release("template:k1");
+    const st = await stat(ram);
+    expect([st.uid, st.gid, st.mode & 0o777]).toEqual([0, 1_900_400_000, 0o660]);
+    // QEMU 7.2 opens a private memory-backend-file O_RDWR: a clone's QEMU must be able to.
+    const asVm = ["--reuid=1900400007", "--regid=1900400002", "--groups=1900400000", "--"];
+    const opened = await run("setpriv", [...asVm, "sh", "-c", `exec 3<>${ram} && echo ok`]);
+    expect(opened.stdout.trim()).toBe("ok");
+    // The builder's uid, handed to a later VM, no longer reaches the template's disk.
+    const asBuilderUid = ["--reuid=1900400000", "--regid=1900400001", "--groups=1900400000"];
+    const disk2 = await run("setpriv", [...asBuilderUid, "--", "cat", disk]).then(
+      () => "read",
+      (err: { stderr?: string }) => err.stderr ?? "",
+    );
+    expect(disk2).toContain("Permission denied");
+    const stranger = await run("setpriv", [
+      "--reuid=1900400008",
+      "--regid=1900400008",
+      "--clear-groups",
+      "--",
+      "sh",
+      "-c",
+      `exec 3<>${ram}`,
+    ]).then(
+      () => "opened",
+      (err: { stderr?: string }) => err.stderr ?? "",
+    );
+    expect(stranger).toContain("Permission denied");
+  });
+
+  it("hands a pooled VM's uid and grants to the sandbox that claims it", async () => {
+    const { vmDir, volume, disk } = await setup();
+    const grantsDir = join(root, "grants");
+    const ids = createVmIdentities({ ...options, grantsDir });
+    const pooled = await ids.assign("pool:k1/p1", {
+      network: "any",
+      dir: vmDir,
+      ownFiles: [disk],
+      volumes: [{ realPath: volume, readOnly: true }],
+    });
+    expect(await ids.rename("pool:k1/p1", "ns/a")).toBe(true);
+    // The uid stays taken: the next VM gets another one.
+    const other = await ids.assign("ns/b", {
+      network: "any",
+      dir: vmDir,
+      ownFiles: [],
+      volumes: [],
+    });
+    expect(other.credentials?.uid).not.toBe(pooled.credentials?.uid);
+    await ids.release("ns/b");
+    // Releasing the old id does nothing; releasing the new one undoes the grant.
+    await ids.release("pool:k1/p1");
+    expect((await run("getfacl", ["-cp", volume])).stdout).toContain("user:1900400000:r-x");
+    // A crash now leaves the grant recorded under the new id only.
+    const next = createVmIdentities({ ...options, grantsDir });
+    expect(await next.reapGrants()).toEqual([volume]);
+    await ids.release("ns/a");
+    expect((await run("getfacl", ["-cp", volume])).stdout).not.toContain("user:1900400000");
+  });
+
+  it("grants search again on a directory deleted and made again (a rebuilt template's)", async () => {
+    const ids = createVmIdentities(options);
+    const templateDir = join(root, "home", "templates", "k1");
+    const vmDir = join(templateDir, "vm");
+    const build = async (vmId: string): Promise<void> => {
+      await mkdir(vmDir, { recursive: true, mode: 0o700 });
+      await ids.assign(vmId, { network: "public", dir: vmDir, ownFiles: [], volumes: [] });
+      expect((await run("getfacl", ["-cp", templateDir])).stdout).toContain("group:1900400000:--x");
+      await ids.release(vmId);
+    };
+    await build("template:k1");
+    await rm(templateDir, { recursive: true });
+    await build("template:k1");
+  });
 });

@@ -81,6 +81,32 @@ describe("VM identities", () => {
     expect((await stat(target)).mode & 0o777).toBe(0o644);
   });
 
+  it("makes a template's RAM file writable by every VM and its scratch disk by none", async () => {
+    // Own uid and gid stand in for the VM's and the shared gid: no root needed to chown.
+    const me = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+    const identity = {
+      vmId: "template:k",
+      kind: "dedicated" as const,
+      credentials: { ...me, groups: [] },
+    };
+    const gids = { shared: me.gid, publicNet: me.gid, anyNet: me.gid };
+    const ram = join(dir, "k.mem");
+    const disk = join(dir, "scratch.ext4");
+    await writeFile(ram, "", { mode: 0o600 });
+    await writeFile(disk, "", { mode: 0o644 });
+    await prepareFileForVm(ram, identity, "shared-rw", gids);
+    await prepareFileForVm(disk, identity, "private", gids);
+    const [r, d] = [await stat(ram), await stat(disk)];
+    expect([r.gid, r.mode & 0o777]).toEqual([gids.shared, 0o660]);
+    expect(d.mode & 0o777).toBe(0o600);
+  });
+
+  it("has nothing to hand over for a QEMU that runs as the server's user", async () => {
+    const ids = createVmIdentities({ privileged: false, ...range, gidBase: 1_900_000_000 });
+    await ids.assign("pool:k/1", { network: "any", dir, ownFiles: [], volumes: [] });
+    expect(await ids.rename("pool:k/1", "ns/a")).toBe(false);
+  });
+
   it("gives the public, none and any networks their gids", () => {
     expect(vmGids(500)).toEqual({ shared: 500, publicNet: 501, anyNet: 502 });
   });

@@ -108,18 +108,39 @@ export function decideQemuUser(input: {
 }
 
 /**
- * Makes `path` usable by a VM's QEMU, never following a symlink (the VM's directory is
- * writable by its uid, so anything in it may have been swapped for a link to a host file):
+ * How a VM may use a file (see `prepareFileForVm`):
  * - `own`: owned by the VM's uid, 0600 (file) or 0700 (directory): only this VM reaches it;
  * - `shared-read`: owner = the vmm-agent, group = the shared VM gid, 0640/0750: every VM may
- *   read it (read-only artifacts such as template RAM files), none may write it.
- * A no-op for a QEMU that runs as the server's user. The directories above `path` must also
- * be searchable by the VM: see `grantSearch`.
+ *   read it, none may write it;
+ * - `shared-rw`: the same with 0660/0770: every VM may open it for writing. Only for a
+ *   template's RAM file: QEMU 7.2 opens a `memory-backend-file` read-write even when it maps
+ *   it privately (share=off) and `readonly=on` would make guest RAM a ROM (`rom=off` exists
+ *   from QEMU 8.2 on); clones never write it, but a QEMU escape could (docs/security.md);
+ * - `private`: owner = the vmm-agent, its group, 0600/0700: no VM reaches it any more (a
+ *   template's scratch disk once its builder VM is gone, so that a later VM given the same
+ *   uid cannot change what every clone copies).
+ */
+export type FileAccess = "own" | "shared-read" | "shared-rw" | "private";
+
+/** Mode of a file (or directory) for each access kind. */
+const MODES: Record<FileAccess, { file: number; dir: number }> = {
+  own: { file: 0o600, dir: 0o700 },
+  "shared-read": { file: 0o640, dir: 0o750 },
+  "shared-rw": { file: 0o660, dir: 0o770 },
+  private: { file: 0o600, dir: 0o700 },
+};
+
+/**
+ * Makes `path` usable by a VM's QEMU (or no longer usable, `private`), never following a
+ * symlink (the VM's directory is writable by its uid, so anything in it may have been
+ * swapped for a link to a host file). See `FileAccess`. A no-op for a QEMU that runs as the
+ * server's user. The directories above `path` must also be searchable by the VM: see
+ * `grantSearch`.
  */
 export async function prepareFileForVm(
   path: string,
   identity: VmIdentity,
-  access: "own" | "shared-read",
+  access: FileAccess,
   gids: VmGids,
 ): Promise<void> {
   const creds = identity.credentials;
@@ -138,16 +159,16 @@ export async function prepareFileForVm(
     if (!st.isFile() && !st.isDirectory()) {
       throw new MsbError("VM_BOOT_FAILED", `${path} is neither a regular file nor a directory.`);
     }
-    const dir = st.isDirectory();
+    const mode = MODES[access][st.isDirectory() ? "dir" : "file"];
     if (access === "own") {
       await handle.chown(creds.uid, creds.gid);
-      await handle.chmod(dir ? 0o700 : 0o600);
     } else {
       // Owned by the vmm-agent again: a file a VM's uid wrote (a template's RAM while it was
       // built) must not stay writable by whoever gets that uid next.
-      await handle.chown(process.getuid?.() ?? st.uid, gids.shared);
-      await handle.chmod(dir ? 0o750 : 0o640);
+      const group = access === "private" ? (process.getgid?.() ?? st.gid) : gids.shared;
+      await handle.chown(process.getuid?.() ?? st.uid, group);
     }
+    await handle.chmod(mode);
   } finally {
     await handle.close();
   }
@@ -171,15 +192,18 @@ async function setfacl(args: string[]): Promise<void> {
  * Lets the shared VM gid search (x only: no listing) every directory above `path` that
  * others cannot search, so a VM's QEMU reaches its own directory (sockets, scratch disk)
  * under e.g. a 0700 home. Only a search right on those directories is added; files in them
- * stay as readable as their own modes say.
+ * stay as readable as their own modes say. `done` remembers directories already granted by
+ * inode and birth time, not by path: a directory deleted and made again (a namespace's, a
+ * template's rebuilt under the same key) has no ACL and is granted again.
  */
 export async function grantSearch(path: string, gids: VmGids, done: Set<string>): Promise<void> {
   let dir = dirname(path);
   for (;;) {
-    if (!done.has(dir)) {
-      const st = await stat(dir);
+    const st = await stat(dir);
+    const id = `${dir}\0${st.dev}:${st.ino}:${st.birthtimeMs}`;
+    if (!done.has(id)) {
       if ((st.mode & 0o001) === 0) await setfacl(["-m", `g:${gids.shared}:--x`, dir]);
-      done.add(dir);
+      done.add(id);
     }
     const parent = dirname(dir);
     if (parent === dir) return;
@@ -233,7 +257,14 @@ export interface VmIdentities {
     },
   ): Promise<VmIdentity>;
   /** Makes a file usable by a VM (see `prepareFileForVm`) and its directories searchable. */
-  prepareFile(path: string, identity: VmIdentity, access: "own" | "shared-read"): Promise<void>;
+  prepareFile(path: string, identity: VmIdentity, access: FileAccess): Promise<void>;
+  /**
+   * Hands a VM's identity (uid, grants and their record) over to another id, for a pooled VM
+   * that becomes a sandbox while its QEMU runs on: `release(newVmId)` then undoes it. False
+   * when `oldVmId` holds nothing (a QEMU running as the server's user). Any identity `newVmId`
+   * held is released first.
+   */
+  rename(oldVmId: string, newVmId: string): Promise<boolean>;
   /** Removes the VM's volume grants and frees its uid; call once its QEMU has exited. */
   release(vmId: string): Promise<void>;
   /** Undoes the grants an earlier vmm-agent recorded and did not undo; returns their dirs. */
@@ -328,6 +359,24 @@ export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
       if (identity.credentials === undefined) return;
       await grantSearch(path, gids, searchable);
       await prepareFileForVm(path, identity, access, gids);
+    },
+
+    async rename(oldVmId, newVmId) {
+      if (oldVmId === newVmId) return uids.has(oldVmId);
+      await identities.release(newVmId);
+      const uid = uids.get(oldVmId);
+      if (uid === undefined) return false;
+      const made = grants.get(oldVmId) ?? [];
+      uids.set(newVmId, uid);
+      grants.set(newVmId, made);
+      // The new record exists before the old one goes: a crash in between leaves two records
+      // of the same grants, and undoing a grant twice is harmless.
+      if (made.length > 0) await record(newVmId, uid, made);
+      const oldPath = recordPath(oldVmId);
+      if (oldPath !== undefined) await rm(oldPath, { force: true });
+      uids.delete(oldVmId);
+      grants.delete(oldVmId);
+      return true;
     },
 
     async release(vmId) {

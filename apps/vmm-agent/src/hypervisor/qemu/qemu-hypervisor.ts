@@ -1,7 +1,7 @@
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { accessSync, constants } from "node:fs";
-import { lchown, mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { lchown, mkdir, open, rename, rm, writeFile, type FileHandle } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
 import { delimiter, join } from "node:path";
 import { promisify } from "node:util";
@@ -15,6 +15,10 @@ import { buildQemuArgs } from "./command-line.js";
 import { openInheritedFiles } from "./inherited-files.js";
 import { connectQmp } from "./qmp.js";
 import { launcherCommand } from "./sandboxing.js";
+import { qmpCommand, saveSnapshot, startIncoming } from "./snapshot.js";
+
+/** Deadline of handing a snapshot to a restoring QEMU (QMP up + migrate-incoming). */
+const INCOMING_TIMEOUT_MS = 30_000;
 
 export interface QemuHypervisorOptions {
   readonly qemuBinary: string;
@@ -82,9 +86,11 @@ export function createQemuHypervisor(options: QemuHypervisorOptions): Hypervisor
       );
     }
     await mkdir(spec.dir, { recursive: true, mode: 0o700 });
-    const agentSocketPath = join(spec.dir, VM_FILES.agentSocket);
-    const qmpSocketPath = join(spec.dir, VM_FILES.qmpSocket);
-    const pidfilePath = join(spec.dir, VM_FILES.pidfile);
+    // `let`: a pooled VM's directory is renamed to its sandbox's when it is claimed.
+    let dir = spec.dir;
+    let agentSocketPath = join(dir, VM_FILES.agentSocket);
+    let qmpSocketPath = join(dir, VM_FILES.qmpSocket);
+    let pidfilePath = join(dir, VM_FILES.pidfile);
     await rm(agentSocketPath, { force: true });
     await rm(qmpSocketPath, { force: true });
 
@@ -108,6 +114,8 @@ export function createQemuHypervisor(options: QemuHypervisorOptions): Hypervisor
         volumes: inherited.volumes,
         seccomp: options.seccomp,
         fdSets: inherited.fdSets,
+        ...(spec.memoryFile === undefined ? {} : { memoryFile: spec.memoryFile }),
+        incoming: spec.restoreStatePath !== undefined,
       });
     } catch (err) {
       await inherited.close();
@@ -146,17 +154,28 @@ export function createQemuHypervisor(options: QemuHypervisorOptions): Hypervisor
     );
     let command: string;
     let argv: string[];
+    // A restore reads its state from an inherited fd after the others (kernel, initramfs,
+    // image, volumes): no path for QEMU to open, no exec: URI.
+    let state: FileHandle | undefined;
     try {
       [command, argv] = launcherCommand(setpriv, spec.credentials, qemuBinary, args);
+      if (spec.restoreStatePath !== undefined) state = await open(spec.restoreStatePath, "r");
     } catch (err) {
       server.close();
       consoleLog.close();
       await inherited.close();
       throw err;
     }
+    const incomingFd = 3 + inherited.fds.length;
     const child = spawn(command, argv, {
       detached: true,
-      stdio: ["ignore", "pipe", "pipe", ...inherited.fds],
+      stdio: [
+        "ignore",
+        "pipe",
+        "pipe",
+        ...inherited.fds,
+        ...(state === undefined ? [] : [state.fd]),
+      ],
       env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", LANG: "C" },
     });
     // Always pipes (stdio[1] and [2] above); the type cannot say so once fds follow them.
@@ -192,9 +211,29 @@ export function createQemuHypervisor(options: QemuHypervisorOptions): Hypervisor
           new MsbError("VM_BOOT_FAILED", `Could not start QEMU: ${err.message}.`, { cause: err }),
         );
       });
-    }).finally(() => inherited.close());
+    }).finally(() => Promise.all([inherited.close(), state?.close()]));
     await writeAtomic(pidfilePath, `${pid}\n`);
     logger.debug({ vmId: spec.vmId, pid, args }, "qemu spawned");
+    if (state !== undefined) {
+      const deadline = AbortSignal.timeout(INCOMING_TIMEOUT_MS);
+      const gone = new AbortController();
+      void exited.then(() => gone.abort());
+      try {
+        await startIncoming(qmpSocketPath, incomingFd, AbortSignal.any([deadline, gone.signal]));
+      } catch (err) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+        await exited;
+        throw new MsbError(
+          "VM_BOOT_FAILED",
+          `QEMU did not take the snapshot: ${err instanceof Error ? err.message : String(err)} ${consoleLog.tail(5).join("\n")}`,
+          { cause: err },
+        );
+      }
+    }
 
     const vm: VmProcess = {
       pid,
@@ -252,6 +291,47 @@ export function createQemuHypervisor(options: QemuHypervisorOptions): Hypervisor
           await qmp.execute("quit").catch(() => undefined);
         } finally {
           qmp.close();
+        }
+      },
+      async snapshot(statePath, signal) {
+        await saveSnapshot(
+          qmpSocketPath,
+          join(dir, VM_FILES.migrateSocket),
+          statePath,
+          spec.credentials,
+          signal,
+        );
+      },
+      relocate(newDir) {
+        dir = newDir;
+        agentSocketPath = join(dir, VM_FILES.agentSocket);
+        qmpSocketPath = join(dir, VM_FILES.qmpSocket);
+        pidfilePath = join(dir, VM_FILES.pidfile);
+      },
+      async pause(signal) {
+        await qmpCommand(qmpSocketPath, "stop", undefined, signal);
+      },
+      async resume(signal) {
+        await qmpCommand(qmpSocketPath, "cont", undefined, signal);
+      },
+      async addPortForward(fwd, signal) {
+        // hostfwd_add has no QMP command of its own; its HMP reply is empty on success.
+        const reply = await qmpCommand(
+          qmpSocketPath,
+          "human-monitor-command",
+          {
+            "command-line": `hostfwd_add net0 ${fwd.protocol}:${fwd.hostAddress}:${fwd.hostPort}-:${fwd.guestPort}`,
+          },
+          signal,
+        );
+        if (typeof reply === "string" && reply.trim() !== "") {
+          throw new MsbError(
+            "INVALID_PARAMS",
+            `Could not forward host port ${fwd.hostPort}: ${reply.trim()}`,
+            {
+              details: { hostPort: fwd.hostPort },
+            },
+          );
         }
       },
       kill(sig) {

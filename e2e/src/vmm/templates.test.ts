@@ -1,0 +1,211 @@
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { basename, join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  NetworkMode,
+  RunStatus,
+  type CreateVmResponse,
+  type GetHostInfoResponse,
+  type ListVmsResponse,
+  type StopVmResponse,
+} from "@msb/proto";
+import {
+  buildVmmAgent,
+  eventually,
+  exec,
+  guestArtifacts,
+  qemuConfinement,
+  qemuPidsMentioning,
+  runCode,
+  startVmmAgent,
+  unary,
+  type VmmAgentProcess,
+} from "./harness.js";
+
+// Template snapshots with real QEMU: the first VM of a configuration cold-boots and asks for
+// a template; the template is built in the background; later VMs of that configuration are
+// restored from it, each with its own identity, entropy and disk.
+
+const MEMORY_MIB = 256;
+const QUOTA_BYTES = 64 * 1024 * 1024;
+
+let root: string;
+let memoryDir: string;
+let artifacts: Awaited<ReturnType<typeof guestArtifacts>>;
+let agent: VmmAgentProcess;
+let coldPid = 0;
+
+function createVm(vmId: string, extra: Record<string, unknown> = {}): Promise<CreateVmResponse> {
+  return unary(agent.client, "createVm", {
+    vmId,
+    rootfsPath: artifacts.rootfsPath,
+    imageReference: "e2e/bookworm-python-node",
+    manifestDigest: "",
+    memoryMib: MEMORY_MIB,
+    vcpus: 1,
+    env: ["PATH=/usr/local/bin:/usr/bin:/bin"],
+    workdir: "",
+    volumes: [],
+    ports: [],
+    network: NetworkMode.NETWORK_MODE_PUBLIC,
+    diskQuotaBytes: QUOTA_BYTES,
+    hostname: "",
+    bootTimeoutMs: 0,
+    keepDisk: false,
+    ...extra,
+  });
+}
+
+function stopVm(vmId: string): Promise<StopVmResponse> {
+  return unary(agent.client, "stopVm", { vmId, timeoutMs: 0, removeDisk: true });
+}
+
+function hostInfo(): Promise<GetHostInfoResponse> {
+  return unary(agent.client, "getHostInfo", {});
+}
+
+/** Templates have no event to wait on from outside: poll host info until one is ready. */
+async function templateReady(memoryMib: number): Promise<string> {
+  let key = "";
+  await eventually(
+    `a ready template of ${memoryMib} MiB`,
+    async () => {
+      const t = (await hostInfo()).templates.find(
+        (x) => x.memoryMib === memoryMib && x.state === "ready",
+      );
+      key = t?.key ?? "";
+      return t !== undefined;
+    },
+    300_000,
+  );
+  return key;
+}
+
+async function python(vmId: string, code: string): Promise<string> {
+  const r = await runCode(agent.client, { vmId, language: "python", code });
+  expect(r.result.status, r.stderr).toBe(RunStatus.RUN_STATUS_SUCCESS);
+  return r.stdout;
+}
+
+beforeAll(async () => {
+  [artifacts] = await Promise.all([guestArtifacts(), buildVmmAgent()]);
+  root = await mkdtemp(join(tmpdir(), "msb-e2e-templates-"));
+  memoryDir = join("/dev/shm", basename(root));
+  agent = await startVmmAgent(join(root, "home"), {
+    MSB_KERNEL: artifacts.kernelPath,
+    MSB_INITRAMFS: artifacts.initramfsPath,
+    MSB_MAX_VMS: "4",
+    MSB_TEMPLATE_MEMORY_DIR: memoryDir,
+    // Restores only here (templates-pool.test.ts covers the pool): start kinds are exact.
+    MSB_POOL_SIZE: "0",
+    // Idle pause after 1 s: every call below may find its VM paused and must resume it.
+    MSB_IDLE_PAUSE_SECONDS: "1",
+    MSB_LOG_LEVEL: "info",
+  });
+  const cold = await createVm("t/cold");
+  expect(cold.vm?.startKind).toBe("cold");
+  coldPid = cold.vm?.pid ?? 0;
+});
+
+afterAll(async () => {
+  await agent?.stop();
+  if (root !== undefined) {
+    // stopAll: no QEMU left (clones, template builds), template RAM files gone.
+    expect(await qemuPidsMentioning(root)).toEqual([]);
+    expect(await readdir(memoryDir).catch(() => [])).toEqual([]);
+    await rm(root, { recursive: true, force: true });
+    await rm(memoryDir, { recursive: true, force: true });
+  }
+});
+
+describe("template snapshots", () => {
+  it("restores the second VM of a configuration from its template and it runs Python", async () => {
+    await templateReady(MEMORY_MIB);
+    const clone = await createVm("t/a");
+    expect(clone.vm?.startKind).toBe("template");
+    expect(await python("t/a", "print(1)")).toBe("1\n");
+    // Confined like a cold boot (the vmm-agent runs as root here): a uid of its own, seccomp,
+    // and the primary gid of its network policy (the cold VM's, also 'public').
+    const confined = await qemuConfinement(clone.vm?.pid ?? 0);
+    const cold = await qemuConfinement(coldPid);
+    expect(confined.uid).not.toBe("0");
+    expect(confined.uid).not.toBe(cold.uid);
+    expect(confined.seccomp).toBe("2");
+    expect(confined.gid).toBe(cold.gid);
+    const host = await hostInfo();
+    expect(host.starts?.templateRestores).toBeGreaterThanOrEqual(1);
+    expect(host.starts?.coldBoots).toBeGreaterThanOrEqual(1);
+    expect(host.templates.find((t) => t.memoryMib === MEMORY_MIB)?.warmLanguage).toBe("python");
+  });
+
+  it("gives every clone its own hostname, kernel entropy and Python random state", async () => {
+    await createVm("t/b", { hostname: "clone-b" });
+    const probe = [
+      "import random, socket",
+      "print(socket.gethostname())",
+      "print(open('/dev/urandom','rb').read(32).hex())",
+      "print(random.random())",
+    ].join("\n");
+    const a = (await python("t/a", probe)).trim().split("\n");
+    const b = (await python("t/b", probe)).trim().split("\n");
+    expect(a[0]).toBe("a");
+    expect(b[0]).toBe("clone-b");
+    expect(a[1]).toMatch(/^[0-9a-f]{64}$/);
+    expect(a[1]).not.toBe(b[1]);
+    expect(a[2]).not.toBe(b[2]);
+    // The warm-up and reseed cells leave nothing in the user's namespace.
+    expect(await python("t/b", "print(sorted(k for k in globals() if 'msb' in k))")).toBe("[]\n");
+  });
+
+  it("never shows a file written in one clone to another or to a later clone", async () => {
+    const w = await exec(agent.client, {
+      vmId: "t/a",
+      command: "sh",
+      args: ["-c", "echo secret > /root/only-in-a && sync && cat /root/only-in-a"],
+    });
+    expect(w.stdout).toBe("secret\n");
+    const absentB = {
+      command: "sh",
+      args: ["-c", "test -e /root/only-in-a && echo present || echo absent"],
+    };
+    expect((await exec(agent.client, { vmId: "t/b", ...absentB })).stdout).toBe("absent\n");
+    await stopVm("t/b");
+    await createVm("t/c");
+    const absent = {
+      command: "sh",
+      args: ["-c", "test -e /root/only-in-a && echo present || echo absent"],
+    };
+    // b was cloned before the write, c after it: neither sees it.
+    expect((await exec(agent.client, { vmId: "t/c", ...absent })).stdout).toBe("absent\n");
+    const info = await unary<object, ListVmsResponse>(agent.client, "listVms", {});
+    expect(info.vms.find((v) => v.vmId === "t/c")?.startKind).toBe("template");
+    await stopVm("t/c");
+  });
+
+  it("builds a new template when an input of the key changes (memory)", async () => {
+    const first = await templateReady(MEMORY_MIB);
+    await stopVm("t/a");
+    const other = await createVm("t/d", { memoryMib: MEMORY_MIB + 64 });
+    expect(other.vm?.startKind).toBe("cold");
+    const second = await templateReady(MEMORY_MIB + 64);
+    expect(second).not.toBe(first);
+    await stopVm("t/d");
+    const again = await createVm("t/e", { memoryMib: MEMORY_MIB + 64 });
+    expect(again.vm?.startKind).toBe("template");
+    expect(await python("t/e", "print(6*7)")).toBe("42\n");
+  });
+
+  it("pauses an idle VM and resumes it for the next call", async () => {
+    await eventually(
+      "t/e paused",
+      async () => {
+        const list = await unary<object, ListVmsResponse>(agent.client, "listVms", {});
+        return list.vms.find((v) => v.vmId === "t/e")?.paused === true;
+      },
+      60_000,
+    );
+    expect((await hostInfo()).vmsPaused).toBeGreaterThanOrEqual(1);
+    expect(await python("t/e", "print(6*7+1)")).toBe("43\n");
+  });
+});
