@@ -235,13 +235,18 @@ describe("msb shell, run, exe, apply, up (real server, real VMs)", () => {
       ).sandboxes.filter((s) => s.name.startsWith("exe-") && s.running);
       expect(running).toHaveLength(1);
       const name = running[0]!.name;
-      expect(processesMentioning(`default/${name}`).length).toBeGreaterThan(0);
+      // The VM's QEMU, by the pidfile in the sandbox's directory (a VM claimed from the warm
+      // pool was started under the pool's directory, so its argv does not name the sandbox).
+      const pidfile = join(home.path, "sandboxes", "default", name, "qemu.pid");
+      const qemuPid = Number(readFileSync(pidfile, "utf8").trim());
+      expect(isAlive(qemuPid)).toBe(true);
       long.child.kill(sig);
       expect(await long.exited).toBe(130);
       const after = await rpc(url, "sandbox.metrics.get", { namespace: "default", sandbox: name });
       expect(after.body).toMatchObject({ error: { data: { code: "SANDBOX_NOT_FOUND" } } });
       expect(existsSync(join(home.path, "sandboxes", "default", name))).toBe(false);
-      // QEMU of that sandbox is gone (its argv names the sandbox directory).
+      // QEMU of that sandbox is gone.
+      expect(isAlive(qemuPid)).toBe(false);
       expect(processesMentioning(`default/${name}`)).toEqual([]);
     }
   }, 900_000);
@@ -304,3 +309,13 @@ describe("msb shell, run, exe, apply, up (real server, real VMs)", () => {
     });
   }, 1_800_000);
 });
+
+/** True while a process with this pid exists (signal 0 probes without signalling). */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -265,6 +265,9 @@ export function accountFor(home: string): Inventory {
     else qemuDirs.set(pid, pidfile.slice(0, pidfile.lastIndexOf("/")));
   }
   for (const [pid, dir] of qemuDirs) {
+    // Template builders and warm-pool VMs belong to the vmm-agent, not to a sandbox: they are
+    // accounted for while the live vmm-agent is their parent (one left by a dead agent is not).
+    if (dir.startsWith("templates/") && parentIsVmmAgent(pid)) continue;
     if (!running.has(dir))
       problems.push(`QEMU ${pid} runs ${dir}, which the database does not call running`);
   }
@@ -386,3 +389,16 @@ export function seededRandom(seed: number): () => number {
 }
 
 export { isAlive, msb, waitUntil };
+
+/** True when the process's parent is alive and is a vmm-agent (QEMU is exec'd by setpriv). */
+function parentIsVmmAgent(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Field 4 (ppid) follows the command name in parentheses, which may contain spaces.
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    const argv = readFileSync(`/proc/${ppid}/cmdline`, "utf8");
+    return argv.includes("vmm-agent");
+  } catch {
+    return false;
+  }
+}
