@@ -55,7 +55,7 @@ export async function startFaultServer(env: NodeJS.ProcessEnv = {}): Promise<Fau
     async dispose() {
       await msb(home.path, ["server", "stop"]);
       if (this.current.child.exitCode === null) this.current.child.kill("SIGKILL");
-      for (const q of qemuOf(home.path)) process.kill(q, "SIGKILL");
+      for (const q of allQemuOf(home.path)) process.kill(q, "SIGKILL");
       home.remove();
     },
   };
@@ -174,8 +174,36 @@ function argvOf(pid: number): string[] {
   }
 }
 
-/** Live QEMU processes whose command line names a file under `home`. */
+/**
+ * Live QEMU processes of sandboxes under `home`: those whose pidfile is in a sandbox's
+ * directory (`sandboxes/<namespace>/<name>/qemu.pid`). Template builders and warm-pool VMs
+ * are the vmm-agent's own and are left out (a pooled VM moves here when a sandbox claims it).
+ */
 export function qemuOf(home: string): number[] {
+  const pids = new Set<number>();
+  const root = join(home, "sandboxes");
+  for (const ns of existsSync(root) ? readdirSync(root) : []) {
+    for (const name of readdirSafe(join(root, ns))) {
+      try {
+        pids.add(Number(readFileSync(join(root, ns, name, "qemu.pid"), "utf8").trim()));
+      } catch {
+        // no VM process for this sandbox
+      }
+    }
+  }
+  return allQemuOf(home).filter((pid) => pids.has(pid));
+}
+
+function readdirSafe(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+/** Every live QEMU process whose command line names a file under `home`. */
+export function allQemuOf(home: string): number[] {
   const prefix = `${home}/`;
   return readdirSync("/proc")
     .filter((n) => /^\d+$/.test(n))
@@ -228,7 +256,7 @@ export function inventory(home: string): Inventory {
   const isTemp = (p: string) =>
     /\.tmp$|\.tmp-|\.partial$|(^|\/)\.tmp-|^images\/tmp\/./.test(p) && !/^images\/tmp$/.test(p);
   return {
-    qemu: qemuOf(home),
+    qemu: allQemuOf(home),
     sockets: files.filter((f) => f.type === "socket").map((f) => f.path),
     pidfiles: files.filter((f) => /\.pid$/.test(f.path)).map((f) => f.path),
     locks: files.filter((f) => /\.lock$/.test(f.path)).map((f) => f.path),

@@ -4,6 +4,7 @@
 // ENOSPC and the sandbox works again once the file is gone; a CPU hog in one sandbox does not
 // stop another from answering; endless output is capped and reported as truncated.
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   SOAK,
@@ -60,9 +61,11 @@ async function stillAnswers(name: string): Promise<void> {
 }
 
 function qemuRssMib(name: string): number {
-  const pid = qemuOf(server.home).find((p) =>
-    readFileSync(`/proc/${p}/cmdline`, "utf8").includes(`/sandboxes/default/${name}/`),
+  // By the sandbox's pidfile: a VM claimed from the warm pool has the pool's directory in argv.
+  const own = Number(
+    readFileSync(join(server.home, "sandboxes", "default", name, "qemu.pid"), "utf8").trim(),
   );
+  const pid = qemuOf(server.home).find((p) => p === own);
   if (pid === undefined) throw new Error(`no QEMU for ${name}`);
   const kb = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
   return Number(kb) / 1024;

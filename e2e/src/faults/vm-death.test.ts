@@ -4,6 +4,7 @@
 // hanging, the next call gets SANDBOX_STOPPED "sandbox stopped: <reason>" (docs/errors.md),
 // and the same name starts again. Real VMs under TCG.
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   SOAK,
@@ -46,14 +47,12 @@ async function startPython(name: string): Promise<number> {
     { sandbox: name, language: "python", code: "print(6*7)" },
   );
   expect(textOf(r, "stdout")).toBe("42");
-  const pids = qemuOf(server.home);
-  const pid = pids.find((p) => {
-    try {
-      return readFileSync(`/proc/${p}/cmdline`, "utf8").includes(`/sandboxes/default/${name}/`);
-    } catch {
-      return false;
-    }
-  });
+  // The sandbox's QEMU by its pidfile: a VM claimed from the warm pool was started under the
+  // pool's directory, so its argv does not name the sandbox.
+  const own = Number(
+    readFileSync(join(server.home, "sandboxes", "default", name, "qemu.pid"), "utf8").trim(),
+  );
+  const pid = qemuOf(server.home).find((p) => p === own);
   expect(pid).toBeDefined();
   return pid!;
 }
