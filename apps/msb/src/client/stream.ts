@@ -62,16 +62,24 @@ export async function streamRpc(
   const streamed = (res.headers.get("content-type") ?? "").startsWith("text/event-stream");
   let body: unknown;
   try {
-    body = streamed ? await readEvents(res, onOutput) : await res.json().catch(() => undefined);
+    body = streamed
+      ? await readEventStream(res, (name, value) => {
+          if (name === "output") onOutput(value as StreamedOutput);
+        })
+      : await res.json().catch(() => undefined);
   } catch (err) {
     throw fail(err);
   }
-  return { result: resultOf(target.url, method, res.status, body), streamed };
+  return { result: jsonRpcResult(target.url, method, res.status, body), streamed };
 }
 
-async function readEvents(
+/**
+ * Reads a JSON-RPC answer sent as server-sent events: every event but `result` goes to
+ * `onEvent`; the `result` event's value (the JSON-RPC answer) is returned.
+ */
+export async function readEventStream(
   res: Response,
-  onOutput: (output: StreamedOutput) => void,
+  onEvent: (name: string, value: unknown) => void,
 ): Promise<unknown> {
   if (res.body === null) return undefined;
   const decoder = new TextDecoder();
@@ -91,14 +99,15 @@ async function readEvents(
       }
       if (data.length === 0) continue;
       const value: unknown = JSON.parse(data.join("\n"));
-      if (name === "output") onOutput(value as StreamedOutput);
-      else if (name === "result") result = value;
+      if (name === "result") result = value;
+      else onEvent(name, value);
     }
   }
   return result;
 }
 
-function resultOf(url: string, method: string, status: number, body: unknown): unknown {
+/** The result of a JSON-RPC answer, or its error as an MsbError (by `data.code`, else by number). */
+export function jsonRpcResult(url: string, method: string, status: number, body: unknown): unknown {
   const answer = body as
     | {
         result?: unknown;

@@ -1,6 +1,7 @@
-import { MsbError, isErrorCode, msbErrorFromWire } from "@msb/errors";
+import { MsbError } from "@msb/errors";
 import type { CliDeps, GlobalOptions } from "../../cli/context.js";
 import { createControlPlaneClient } from "../../client/control-plane.js";
+import { jsonRpcResult, readEventStream } from "../../client/stream.js";
 import { resolveServerTarget } from "../../project/remote.js";
 import type { ProgressEvent } from "./progress.js";
 
@@ -72,64 +73,16 @@ async function streamCall(
   let body: unknown;
   try {
     if ((res.headers.get("content-type") ?? "").startsWith("text/event-stream")) {
-      body = await readEvents(res, onProgress);
+      body = await readEventStream(res, (name, value) => {
+        if (name === "progress") onProgress(value as ProgressEvent);
+      });
     } else {
       body = await res.json().catch(() => undefined);
     }
   } catch (err) {
     throw transportError(url, method, err, signal, deadline);
   }
-  return resultOf(url, method, res.status, body);
-}
-
-/** Reads an event stream; progress events are handed on, the `result` event is returned. */
-async function readEvents(
-  res: Response,
-  onProgress: (event: ProgressEvent) => void,
-): Promise<unknown> {
-  if (res.body === null) return undefined;
-  const decoder = new TextDecoder();
-  let buffer = "";
-  let result: unknown;
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    buffer += decoder.decode(chunk, { stream: true });
-    let end: number;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      let name = "message";
-      const data: string[] = [];
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event:")) name = line.slice(6).trim();
-        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
-      }
-      if (data.length === 0) continue;
-      const value: unknown = JSON.parse(data.join("\n"));
-      if (name === "progress") onProgress(value as ProgressEvent);
-      else if (name === "result") result = value;
-    }
-  }
-  return result;
-}
-
-function resultOf(url: string, method: string, status: number, body: unknown): unknown {
-  const answer = body as
-    | { result?: unknown; error?: { message?: unknown; data?: { code?: unknown } | null } }
-    | undefined;
-  if (answer?.error !== undefined) {
-    const data = answer.error.data ?? undefined;
-    const message =
-      typeof answer.error.message === "string" ? answer.error.message : `${method} failed`;
-    throw msbErrorFromWire(isErrorCode(data?.code) ? data.code : undefined, message, data);
-  }
-  if (answer === undefined || answer === null || !("result" in answer)) {
-    throw new MsbError(
-      "SERVICE_UNAVAILABLE",
-      `msb server at ${url} answered ${method} with HTTP ${status} and no JSON-RPC result. Next step: look at \`msb server log --service control-plane\`.`,
-      { details: { url, status, method } },
-    );
-  }
-  return answer.result;
+  return jsonRpcResult(url, method, res.status, body);
 }
 
 function transportError(
