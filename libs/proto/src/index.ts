@@ -48,6 +48,8 @@ export {
   PortForward,
   ReadFileRequest,
   ReadFileResponse,
+  ReadFileStreamRequest,
+  ReadFileStreamResponse,
   RunCodeRequest,
   RunCodeResponse,
   RunCodeResult,

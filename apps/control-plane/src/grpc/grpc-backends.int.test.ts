@@ -19,6 +19,7 @@ import {
   unaryHandler,
   type CreateVmRequest,
   type PrepareRootfsResponse,
+  type ReadFileStreamResponse,
   type RunCodeResponse,
 } from "@msb/proto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -30,6 +31,7 @@ import { createGrpcVmmBackend } from "./vmm-backend.js";
 // (fields, enums, streams, error trailers, deadlines) that the fakes in other tests skip.
 
 const silent = { error: () => undefined };
+const bigFile = Buffer.alloc(6 * 1024 * 1024, 7);
 const unimplemented = () => {
   throw new MsbError("INTERNAL", "not used by this test");
 };
@@ -39,11 +41,13 @@ describe("gRPC backends", () => {
   let server: Server;
   let address: string;
   const created: CreateVmRequest[] = [];
+  const written: number[] = [];
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "msb-grpc-"));
     address = `unix:${join(dir, "svc.sock")}`;
-    server = new Server();
+    // The vmm-agent's own receive limit (apps/vmm-agent/src/main.ts), so writes are tested as sent.
+    server = new Server({ "grpc.max_receive_message_length": 64 * 1024 * 1024 });
     const vmm: UntypedServiceImplementation = {
       getHostInfo: unaryHandler(silent, "GetHostInfo", () =>
         Promise.resolve({
@@ -135,8 +139,29 @@ describe("gRPC backends", () => {
         },
       ),
       signalProcess: unaryHandler(silent, "SignalProcess", unimplemented),
-      readFile: unaryHandler(silent, "ReadFile", unimplemented),
-      writeFile: unaryHandler(silent, "WriteFile", unimplemented),
+      // A guest file larger than gRPC's default 4 MiB message: one unary answer cannot carry it.
+      readFile: unaryHandler(silent, "ReadFile", (req: { maxBytes: number }) =>
+        Promise.resolve({
+          data: bigFile.subarray(0, req.maxBytes),
+          truncated: req.maxBytes < bigFile.length,
+        }),
+      ),
+      readFileStream: serverStreamHandler(
+        silent,
+        "ReadFileStream",
+        async function* (req: { maxBytes: number }): AsyncGenerator<ReadFileStreamResponse> {
+          await Promise.resolve();
+          const data = bigFile.subarray(0, req.maxBytes);
+          for (let at = 0; at < data.length; at += 1024 * 1024) {
+            yield { chunk: data.subarray(at, at + 1024 * 1024), truncated: false };
+          }
+          yield { chunk: Buffer.alloc(0), truncated: req.maxBytes < bigFile.length };
+        },
+      ),
+      writeFile: unaryHandler(silent, "WriteFile", (req: { data: Buffer }) => {
+        written.push(req.data.length);
+        return Promise.resolve({});
+      }),
     };
     const prepareRootfs = serverStreamHandler(
       silent,
@@ -342,6 +367,35 @@ describe("gRPC backends", () => {
         { type: "output", stream: "stderr", data: "warning\n" },
         expect.objectContaining({ type: "result", status: "error", errorType: "NameError" }),
       ]);
+    } finally {
+      vmm.close();
+    }
+  });
+
+  it("reads a guest file larger than one gRPC message (4 MiB) whole", async () => {
+    const vmm = createGrpcVmmBackend({
+      address,
+      createVmMs: 10_000,
+      stopVmMs: 2_000,
+      probeMs: 2_000,
+    });
+    try {
+      const file = await vmm.readFile("default/sb", "/big", 16 * 1024 * 1024, signal());
+      expect(file.truncated).toBe(false);
+      expect(file.data.length).toBe(bigFile.length);
+      expect(Buffer.from(file.data).equals(bigFile)).toBe(true);
+      const head = await vmm.readFile("default/sb", "/big", 5 * 1024 * 1024, signal());
+      expect(head).toMatchObject({ truncated: true });
+      expect(head.data.length).toBe(5 * 1024 * 1024);
+      // The other direction: a write larger than 4 MiB is sent whole (the client has no send cap).
+      await vmm.writeFile(
+        "default/sb",
+        "/big",
+        bigFile,
+        { mode: 0o644, createParents: true },
+        signal(),
+      );
+      expect(written).toEqual([bigFile.length]);
     } finally {
       vmm.close();
     }

@@ -1,4 +1,5 @@
 import type { ClientReadableStream } from "@grpc/grpc-js";
+import { MsbError } from "@msb/errors";
 import {
   NetworkMode,
   OutputStream,
@@ -234,13 +235,27 @@ export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBac
     },
 
     async readFile(vmId, path, maxBytes, signal) {
-      const res = await callUnary(
-        SERVICE,
-        client.readFile.bind(client),
+      // Streamed in chunks: one unary answer cannot carry more than gRPC's 4 MiB message.
+      const stream = client.readFileStream(
         { vmId, path, maxBytes },
-        { timeoutMs: options.fileMs ?? 60_000, signal },
+        deadline(options.fileMs ?? 60_000),
       );
-      return { data: res.data, truncated: res.truncated };
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let truncated = false;
+      for await (const message of readServerStream(SERVICE, stream, signal)) {
+        size += message.chunk.length;
+        if (size > maxBytes) {
+          throw new MsbError(
+            "AGENT_PROTOCOL_ERROR",
+            `The vmm-agent sent more than the ${maxBytes} bytes asked for while reading '${path}'. Retry; if it persists, restart the server.`,
+            { details: { path, maxBytes } },
+          );
+        }
+        chunks.push(message.chunk);
+        truncated = message.truncated;
+      }
+      return { data: Buffer.concat(chunks, size), truncated };
     },
 
     async writeFile(vmId, path, data, { mode, createParents }, signal) {

@@ -328,6 +328,16 @@ describe("the sandbox JSON-RPC flow", () => {
       "path",
       "data",
     ]);
+    // The documented 16 MiB limit: above it a typed error names the field, never INTERNAL.
+    const tooMuch = await h.rpc("sandbox.files.read", {
+      sandbox: "sb",
+      path: "/tmp/x",
+      max_bytes: 16 * 1024 * 1024 + 1,
+    });
+    expect(tooMuch.json().error.data).toMatchObject({
+      code: "INVALID_PARAMS",
+      issues: [{ field: "max_bytes", message: expect.stringMatching(/at most .*16 MiB/) }],
+    });
   });
 
   it("stops idempotently", async () => {

@@ -6,6 +6,7 @@ import {
   serverStreamHandler,
   unaryHandler,
   type ExecResponse,
+  type ReadFileStreamResponse,
   type RunCodeResponse,
   type Vm,
   type VmmServiceServer,
@@ -32,6 +33,9 @@ const STREAM: Readonly<Record<OutputStreamName, OutputStream>> = {
   stdout: OutputStream.OUTPUT_STREAM_STDOUT,
   stderr: OutputStream.OUTPUT_STREAM_STDERR,
 };
+
+/** ReadFileStream chunk size: well below gRPC's default 4 MiB message limit. */
+const READ_CHUNK_BYTES = 1024 * 1024;
 
 const RUN_STATUS = {
   success: RunStatus.RUN_STATUS_SUCCESS,
@@ -224,6 +228,20 @@ export function createVmmServiceServer(service: VmService, logger: Logger): VmmS
 
     readFile: unaryHandler(logger, "ReadFile", async (req, ctx) =>
       service.readFile(req.vmId, req.path, req.maxBytes, ctx.signal),
+    ),
+
+    // The same read, sent in chunks below gRPC's 4 MiB message limit.
+    readFileStream: serverStreamHandler(
+      logger,
+      "ReadFileStream",
+      async function* (req, ctx): AsyncGenerator<ReadFileStreamResponse> {
+        const file = await service.readFile(req.vmId, req.path, req.maxBytes, ctx.signal);
+        const data = Buffer.from(file.data.buffer, file.data.byteOffset, file.data.byteLength);
+        for (let at = 0; at < data.length; at += READ_CHUNK_BYTES) {
+          yield { chunk: data.subarray(at, at + READ_CHUNK_BYTES), truncated: false };
+        }
+        yield { chunk: Buffer.alloc(0), truncated: file.truncated };
+      },
     ),
 
     writeFile: unaryHandler(logger, "WriteFile", async (req, ctx) => {

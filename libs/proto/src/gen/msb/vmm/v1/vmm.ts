@@ -353,6 +353,21 @@ export interface ReadFileResponse {
   truncated: boolean;
 }
 
+/** ReadFileStreamRequest names a guest file. */
+export interface ReadFileStreamRequest {
+  vmId: string;
+  path: string;
+  /** 0 means the default cap (16 MiB). */
+  maxBytes: number;
+}
+
+/** ReadFileStreamResponse is one chunk of the file, in order. */
+export interface ReadFileStreamResponse {
+  chunk: Buffer;
+  /** Set on the last message: the file is longer than max_bytes. */
+  truncated: boolean;
+}
+
 /** WriteFileRequest writes a guest file. */
 export interface WriteFileRequest {
   vmId: string;
@@ -3176,6 +3191,152 @@ export const ReadFileResponse: MessageFns<ReadFileResponse> = {
   },
 };
 
+function createBaseReadFileStreamRequest(): ReadFileStreamRequest {
+  return { vmId: "", path: "", maxBytes: 0 };
+}
+
+export const ReadFileStreamRequest: MessageFns<ReadFileStreamRequest> = {
+  encode(message: ReadFileStreamRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vmId !== "") {
+      writer.uint32(10).string(message.vmId);
+    }
+    if (message.path !== "") {
+      writer.uint32(18).string(message.path);
+    }
+    if (message.maxBytes !== 0) {
+      writer.uint32(24).uint64(message.maxBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReadFileStreamRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReadFileStreamRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.maxBytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ReadFileStreamRequest>, I>>(base?: I): ReadFileStreamRequest {
+    return ReadFileStreamRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReadFileStreamRequest>, I>>(object: I): ReadFileStreamRequest {
+    const message = createBaseReadFileStreamRequest();
+    message.vmId = object.vmId ?? "";
+    message.path = object.path ?? "";
+    message.maxBytes = object.maxBytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseReadFileStreamResponse(): ReadFileStreamResponse {
+  return { chunk: Buffer.alloc(0), truncated: false };
+}
+
+export const ReadFileStreamResponse: MessageFns<ReadFileStreamResponse> = {
+  encode(message: ReadFileStreamResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.chunk.length !== 0) {
+      writer.uint32(10).bytes(message.chunk);
+    }
+    if (message.truncated !== false) {
+      writer.uint32(16).bool(message.truncated);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReadFileStreamResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReadFileStreamResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.chunk = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.truncated = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ReadFileStreamResponse>, I>>(base?: I): ReadFileStreamResponse {
+    return ReadFileStreamResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReadFileStreamResponse>, I>>(object: I): ReadFileStreamResponse {
+    const message = createBaseReadFileStreamResponse();
+    message.chunk = object.chunk ?? Buffer.alloc(0);
+    message.truncated = object.truncated ?? false;
+    return message;
+  },
+};
+
 function createBaseWriteFileRequest(): WriteFileRequest {
   return { vmId: "", path: "", data: Buffer.alloc(0), mode: 0, createParents: false };
 }
@@ -4010,6 +4171,21 @@ export const VmmServiceService = {
     responseSerialize: (value: ReadFileResponse): Buffer => Buffer.from(ReadFileResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReadFileResponse => ReadFileResponse.decode(value),
   },
+  /**
+   * Reads a file from the guest in chunks (at most 1 MiB each), so that a file larger than one
+   * gRPC message (4 MiB by default) arrives whole; the last message says whether it was cut.
+   */
+  readFileStream: {
+    path: "/msb.vmm.v1.VmmService/ReadFileStream" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: ReadFileStreamRequest): Buffer =>
+      Buffer.from(ReadFileStreamRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReadFileStreamRequest => ReadFileStreamRequest.decode(value),
+    responseSerialize: (value: ReadFileStreamResponse): Buffer =>
+      Buffer.from(ReadFileStreamResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReadFileStreamResponse => ReadFileStreamResponse.decode(value),
+  },
   /** Writes a file in the guest. */
   writeFile: {
     path: "/msb.vmm.v1.VmmService/WriteFile" as const,
@@ -4055,6 +4231,11 @@ export interface VmmServiceServer extends UntypedServiceImplementation {
   signalProcess: handleUnaryCall<SignalProcessRequest, SignalProcessResponse>;
   /** Reads a file from the guest. */
   readFile: handleUnaryCall<ReadFileRequest, ReadFileResponse>;
+  /**
+   * Reads a file from the guest in chunks (at most 1 MiB each), so that a file larger than one
+   * gRPC message (4 MiB by default) arrives whole; the last message says whether it was cut.
+   */
+  readFileStream: handleServerStreamingCall<ReadFileStreamRequest, ReadFileStreamResponse>;
   /** Writes a file in the guest. */
   writeFile: handleUnaryCall<WriteFileRequest, WriteFileResponse>;
   /**
@@ -4188,6 +4369,19 @@ export interface VmmServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReadFileResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Reads a file from the guest in chunks (at most 1 MiB each), so that a file larger than one
+   * gRPC message (4 MiB by default) arrives whole; the last message says whether it was cut.
+   */
+  readFileStream(
+    request: ReadFileStreamRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ReadFileStreamResponse>;
+  readFileStream(
+    request: ReadFileStreamRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ReadFileStreamResponse>;
   /** Writes a file in the guest. */
   writeFile(
     request: WriteFileRequest,
