@@ -104,7 +104,13 @@ async function main(): Promise<void> {
   ]);
   const volume = await mkdtemp(join(tmpdir(), "msb-bench-vol-"));
   await mkdir(volume, { recursive: true });
-  const base = { MSB_KERNEL: kernel, MSB_INITRAMFS: initramfs, MSB_LOG_LEVEL: "info" };
+  const base = {
+    MSB_KERNEL: kernel,
+    MSB_INITRAMFS: initramfs,
+    MSB_LOG_LEVEL: "info",
+    // The vmm-agent mounts nothing outside MSB_VOLUME_ROOTS.
+    MSB_VOLUME_ROOTS: volume,
+  };
 
   const create = (a: Agent, vmId: string, extra: Partial<CreateVmRequest> = {}) =>
     unary<CreateVmRequest, CreateVmResponse>(

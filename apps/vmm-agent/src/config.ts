@@ -1,8 +1,9 @@
 import { createHash } from "node:crypto";
 import { homedir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { MsbError } from "@msb/errors";
 import { z } from "zod";
+import { volumeRootsFrom, type VolumePolicy } from "./volumes/volume-policy.js";
 
 /** Which accelerator to use: `auto` probes KVM once at start and falls back to TCG. */
 export type AccelMode = "auto" | "kvm" | "tcg";
@@ -40,6 +41,8 @@ const EnvSchema = z.object({
   MSB_TEMPLATE_MEMORY_DIR: z.string().min(1).optional(),
   MSB_POOL_SIZE: intFrom(0, 64).default(1),
   MSB_IDLE_PAUSE_SECONDS: intFrom(0, 86_400).default(60),
+  MSB_VOLUME_ROOTS: z.string().optional(),
+  MSB_DEV: z.enum(["0", "1", "true", "false", "yes", "no", ""]).optional(),
 });
 
 /** The vmm-agent's settings; every field has a unit in its name where it has one. */
@@ -106,6 +109,11 @@ export interface VmmAgentConfig {
   readonly poolSize: number;
   /** A VM without calls for this long is paused until the next call; 0 = never. */
   readonly idlePauseMs: number;
+  /**
+   * Which host directories VMs may mount: the control plane's rule (MSB_VOLUME_ROOTS; unset =
+   * none, or $HOME and /tmp with MSB_DEV=1), and never MSB_HOME or MSB_CACHE_DIR.
+   */
+  readonly volumePolicy: VolumePolicy;
 }
 
 /** Reads the configuration from the environment; pure, so tests pass their own `env`. */
@@ -121,9 +129,15 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): V
   }
   const e = parsed.data;
   const msbHome = e.MSB_HOME ?? join(homedir(), ".msb");
+  const cacheDir = e.MSB_CACHE_DIR ?? join(homedir(), ".cache", "msb");
+  const dev = e.MSB_DEV === "1" || e.MSB_DEV === "true" || e.MSB_DEV === "yes";
   return {
     msbHome,
-    cacheDir: e.MSB_CACHE_DIR ?? join(homedir(), ".cache", "msb"),
+    cacheDir,
+    volumePolicy: {
+      roots: volumeRootsFrom(e.MSB_VOLUME_ROOTS, dev, homedir()),
+      denied: [resolve(msbHome), resolve(cacheDir)],
+    },
     listenAddress: e.MSB_VMM_AGENT_ADDR ?? `unix:${join(msbHome, "run", "vmm-agent.sock")}`,
     sandboxesDir: join(msbHome, "sandboxes"),
     kernelPath: e.MSB_KERNEL,

@@ -150,6 +150,7 @@ runMain(
         agentVersion: VERSION,
         poolSize: config.poolSize,
         idlePauseMs: config.idlePauseMs,
+        volumePolicy: config.volumePolicy,
       },
     );
     // Hooks run newest first: stop serving, then stop every VM.

@@ -23,8 +23,8 @@ import type {
   Hypervisor,
   VmProcess,
 } from "./hypervisor/hypervisor.js";
-import type { PortForwardSpec, VolumeSpec } from "./hypervisor/qemu/command-line.js";
-import { resolveVolume, type VmIdentities } from "./hypervisor/qemu/identity.js";
+import type { PortForwardSpec } from "./hypervisor/qemu/command-line.js";
+import type { VmIdentities } from "./hypervisor/qemu/identity.js";
 import { describeExit } from "./hypervisor/qemu/qemu-hypervisor.js";
 import type { NetworkPolicyStatus } from "./network/policy.js";
 import { ensureScratchDisk } from "./scratch-disk.js";
@@ -40,6 +40,8 @@ import {
 import { fileIdentity, type TemplateInputs } from "./templates/template-key.js";
 import { poolVmDir, type Template, type TemplateManager } from "./templates/templates.js";
 import { VM_FILES, isValidVmId, vmDir } from "./supervision/vm-files.js";
+import { checkVolumePath, openVolumes } from "./volumes/held-volume.js";
+import type { VolumePolicy } from "./volumes/volume-policy.js";
 
 export type VmStateName = "starting" | "running" | "stopping" | "stopped" | "failed";
 export type NetworkPolicy = "none" | "public" | "any";
@@ -225,6 +227,8 @@ export interface VmServiceOptions {
   readonly poolSize: number;
   /** A VM with no call for this long is paused (QMP stop) until the next call; 0 = never. */
   readonly idlePauseMs: number;
+  /** Host directories VMs may mount (MSB_VOLUME_ROOTS), enforced here too. */
+  readonly volumePolicy: VolumePolicy;
 }
 
 /** A restored, paused clone waiting in the pool. */
@@ -504,7 +508,7 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
   }
 
   async function validateCreate(params: CreateVmParams): Promise<{
-    volumes: VolumeSpec[];
+    volumes: { tag: string; hostPath: string; readOnly: boolean }[];
     mounts: { tag: string; path: string; readonly: boolean }[];
     ports: PortForwardSpec[];
     env: Record<string, string>;
@@ -532,18 +536,14 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
     if (params.hostname !== "" && !/^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/.test(params.hostname)) {
       throw invalid("hostname must be 1-63 letters, digits, '-' or '.'.");
     }
-    const volumes: VolumeSpec[] = [];
+    const volumes: { tag: string; hostPath: string; readOnly: boolean }[] = [];
     const mounts: { tag: string; path: string; readonly: boolean }[] = [];
     for (const [i, vol] of params.volumes.entries()) {
       if (!isAbsolute(vol.hostPath) || !isAbsolute(vol.guestPath)) {
         throw invalid("Volume host_path and guest_path must be absolute paths.", { volume: i });
       }
-      const st = await stat(vol.hostPath).catch(() => undefined);
-      if (st?.isDirectory() !== true) {
-        throw invalid(`Volume host_path ${vol.hostPath} is not an existing directory.`, {
-          volume: i,
-        });
-      }
+      // Refused early here; checked again on the directory held open at boot.
+      await checkVolumePath(vol.hostPath, options.volumePolicy);
       const tag = `msbvol${i}`;
       volumes.push({ tag, hostPath: vol.hostPath, readOnly: vol.readOnly });
       mounts.push({ tag, path: vol.guestPath, readonly: vol.readOnly });
@@ -606,18 +606,19 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
         if (restored) return;
       }
       await ensureScratchDisk(scratchDiskPath, diskBytes, { keep: params.keepDisk, signal });
-      const volumes = await Promise.all(
-        checked.volumes.map(async (v) => ({
-          ...v,
-          hostPath: (await resolveVolume(v.hostPath, v.readOnly)).realPath,
-        })),
-      );
+      // Resolved, checked and held once; the grant and QEMU get this inode, not the path.
+      const held = await openVolumes(checked.volumes, options.volumePolicy);
       const identity = await deps.identities.assign(rec.vmId, {
         network: params.network,
         dir: rec.dir,
         ownFiles: [scratchDiskPath],
-        volumes: volumes.map((v) => ({ realPath: v.hostPath, readOnly: v.readOnly })),
+        volumes: held,
       });
+      const volumes = checked.volumes.map((v, i) => ({
+        tag: v.tag,
+        readOnly: v.readOnly,
+        fd: held[i]!.fd,
+      }));
       const deadline = AbortSignal.any([signal, AbortSignal.timeout(bootTimeoutMs)]);
       const t0 = Date.now();
       const vm = await hypervisor.launch({

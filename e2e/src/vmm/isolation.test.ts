@@ -171,6 +171,7 @@ beforeAll(async () => {
     MSB_ACCEL: "tcg",
     MSB_VM_UID_BASE: String(ID_BASE),
     MSB_VM_GID_BASE: String(ID_BASE),
+    MSB_VOLUME_ROOTS: root,
   });
   await createVm(PUBLIC, {
     volumes: [

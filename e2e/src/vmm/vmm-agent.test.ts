@@ -49,6 +49,7 @@ function agentEnv(): Record<string, string> {
     MSB_INITRAMFS: artifacts.initramfsPath,
     MSB_MAX_VMS: "3",
     MSB_LOG_LEVEL: "info",
+    MSB_VOLUME_ROOTS: root,
   };
 }
 

@@ -83,6 +83,8 @@ export function createServiceSpecs(settings: ServerSettings, deps: ServiceSpecDe
         ...base,
         ...(settings.kernel === undefined ? {} : { MSB_KERNEL: settings.kernel }),
         ...(settings.initramfs === undefined ? {} : { MSB_INITRAMFS: settings.initramfs }),
+        // It enforces MSB_VOLUME_ROOTS itself, whose default depends on dev mode.
+        MSB_DEV: settings.dev ? "1" : "0",
       },
       logFile: paths.logOf("vmm-agent"),
       ready: (signal) => waitForSocket(paths.socketOf("vmm-agent"), signal),

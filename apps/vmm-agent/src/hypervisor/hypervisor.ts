@@ -1,5 +1,5 @@
 import type { Duplex } from "node:stream";
-import type { PortForwardSpec, VolumeSpec } from "./qemu/command-line.js";
+import type { PortForwardSpec } from "./qemu/command-line.js";
 import type { ProcessCredentials } from "./qemu/sandboxing.js";
 
 /** The CPU virtualisation a VM runs on. */
@@ -10,6 +10,15 @@ export interface AcceleratorChoice {
   readonly accelerator: Accelerator;
   /** Empty when KVM is used; otherwise the reason (probe failure, no /dev/kvm, forced). */
   readonly note: string;
+}
+
+/** A host directory shared with the guest, as a descriptor the caller validated and holds. */
+export interface LaunchVolume {
+  /** The mount tag the guest agent mounts it by. */
+  readonly tag: string;
+  /** An open O_DIRECTORY descriptor (volumes/held-volume.ts); the backend never re-opens a path. */
+  readonly fd: number;
+  readonly readOnly: boolean;
 }
 
 /** What a backend needs to boot one VM. */
@@ -29,7 +38,7 @@ export interface LaunchSpec {
   readonly scratchDiskPath?: string;
   /** `undefined` = no network interface. */
   readonly network?: { readonly portForwards: readonly PortForwardSpec[] };
-  readonly volumes: readonly VolumeSpec[];
+  readonly volumes: readonly LaunchVolume[];
   /**
    * Who the VMM process runs as (see hypervisor/qemu/identity.ts); undefined keeps the
    * vmm-agent's own user (not root, or the accelerator probe).

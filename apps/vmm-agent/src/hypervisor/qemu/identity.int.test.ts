@@ -1,9 +1,21 @@
 import { execFile } from "node:child_process";
-import { chown, lstat, mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import {
+  chown,
+  lstat,
+  mkdir,
+  mkdtemp,
+  rename,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { openVolume } from "../../volumes/held-volume.js";
+import type { VolumePolicy } from "../../volumes/volume-policy.js";
 import { createVmIdentities } from "./identity.js";
 
 const run = promisify(execFile);
@@ -19,6 +31,9 @@ describe.skipIf(!isRoot)("VM identities as root (needs root and the acl package)
   afterEach(async () => {
     await rm(root, { recursive: true, force: true });
   });
+
+  /** Volumes may come from the test's directory, never from its MSB_HOME. */
+  const policy = (): VolumePolicy => ({ roots: [root], denied: [join(root, "home")] });
 
   async function setup() {
     const vmDir = join(root, "home", "sandboxes", "ns", "a");
@@ -37,7 +52,7 @@ describe.skipIf(!isRoot)("VM identities as root (needs root and the acl package)
       network: "any",
       dir: vmDir,
       ownFiles: [disk],
-      volumes: [{ realPath: volume, readOnly: false }],
+      volumes: [await openVolume(volume, false, policy())],
     });
     expect(identity.kind).toBe("dedicated");
     expect(identity.credentials).toEqual({
@@ -58,6 +73,29 @@ describe.skipIf(!isRoot)("VM identities as root (needs root and the acl package)
     expect((await lstat(join(volume, "made-by-vm"))).uid).toBe(0);
   });
 
+  it("grants the volume directory that was checked, never what its path names later", async () => {
+    // The attack: a volume is checked, then its path is swapped for a symlink to a directory
+    // outside the roots before the grant; the grant must land on the checked directory.
+    const { vmDir, volume, disk } = await setup();
+    const outside = join(root, "outside");
+    await mkdir(outside);
+    const checked = await openVolume(volume, false, policy());
+    await rename(volume, join(root, "moved"));
+    await symlink(outside, volume);
+    const ids = createVmIdentities(options);
+    await ids.assign("ns/a", {
+      network: "public",
+      dir: vmDir,
+      ownFiles: [disk],
+      volumes: [checked],
+    });
+    expect((await run("getfacl", ["-cp", outside])).stdout).not.toContain("user:1900400000");
+    expect((await run("getfacl", ["-cp", join(root, "moved")])).stdout).toContain(
+      "user:1900400000:rwx",
+    );
+    await ids.release("ns/a");
+  });
+
   it("undoes at the next start the grants of a vmm-agent that died with VMs running", async () => {
     const { vmDir, volume, disk } = await setup();
     const grantsDir = join(root, "grants");
@@ -66,7 +104,7 @@ describe.skipIf(!isRoot)("VM identities as root (needs root and the acl package)
       network: "public",
       dir: vmDir,
       ownFiles: [disk],
-      volumes: [{ realPath: volume, readOnly: true }],
+      volumes: [await openVolume(volume, true, policy())],
     });
     expect((await run("getfacl", ["-cp", volume])).stdout).toContain("user:1900400000:r-x");
     // No release: the process "died". The next one finds the record.
@@ -173,7 +211,7 @@ describe.skipIf(!isRoot)("VM identities as root (needs root and the acl package)
       network: "any",
       dir: vmDir,
       ownFiles: [disk],
-      volumes: [{ realPath: volume, readOnly: true }],
+      volumes: [await openVolume(volume, true, policy())],
     });
     expect(await ids.rename("pool:k1/p1", "ns/a")).toBe(true);
     // The uid stays taken: the next VM gets another one.

@@ -8,7 +8,6 @@ import {
   open,
   readFile,
   readdir,
-  realpath,
   rename,
   rm,
   stat,
@@ -17,6 +16,7 @@ import {
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { MsbError } from "@msb/errors";
+import type { HeldVolume } from "../../volumes/held-volume.js";
 import type { ProcessCredentials } from "./sandboxing.js";
 
 const run = promisify(execFile);
@@ -57,10 +57,16 @@ export interface VmIdentityOptions {
   readonly extraGroups?: readonly number[];
 }
 
-/** One volume directory a dedicated uid was granted, and who owns it. */
+/**
+ * One volume directory a dedicated uid was granted, who owns it, and which inode it was (a
+ * record read back after a crash is undone only on that same inode, never on whatever the
+ * path names by then).
+ */
 interface Grant {
   readonly dir: string;
   readonly owner: { readonly uid: number; readonly gid: number };
+  readonly dev?: number;
+  readonly ino?: number;
 }
 
 /** The three gids VM processes use. */
@@ -211,13 +217,6 @@ export async function grantSearch(path: string, gids: VmGids, done: Set<string>)
   }
 }
 
-/** A volume directory as the VM will see it. */
-export interface VolumeAccess {
-  /** Symlinks resolved: the directory QEMU gets a descriptor of and the ACL is set on. */
-  readonly realPath: string;
-  readonly readOnly: boolean;
-}
-
 /**
  * Gives back to the directory's owner every file a dedicated uid created in a volume, so
  * that a later VM given the same uid cannot reach them. Never follows symlinks.
@@ -253,7 +252,8 @@ export interface VmIdentities {
       readonly network: VmNetworkPolicy;
       readonly dir: string;
       readonly ownFiles: readonly string[];
-      readonly volumes: readonly VolumeAccess[];
+      /** Held open by the caller; from here on owned by the identity (closed by `release`). */
+      readonly volumes: readonly HeldVolume[];
     },
   ): Promise<VmIdentity>;
   /** Makes a file usable by a VM (see `prepareFileForVm`) and its directories searchable. */
@@ -271,17 +271,48 @@ export interface VmIdentities {
   reapGrants(): Promise<string[]>;
 }
 
-async function undoGrants(uid: number, made: readonly Grant[]): Promise<void> {
-  for (const { dir, owner } of made) {
-    await setfacl(["-x", `u:${uid}`, dir]).catch(() => undefined);
-    await reownTree(dir, uid, owner);
+/** Takes grants back through the volumes still held (the inode granted, not its path). */
+async function undoHeldGrants(uid: number, made: readonly Grant[], held: readonly HeldVolume[]) {
+  for (const grant of made) {
+    const vol = held.find((h) => h.dev === grant.dev && h.ino === grant.ino);
+    if (vol === undefined) continue;
+    await setfacl(["-x", `u:${uid}`, vol.procPath]).catch(() => undefined);
+    await reownTree(vol.procPath, uid, grant.owner);
   }
+}
+
+/**
+ * Takes back grants recorded by a vmm-agent that died: each directory is opened without
+ * following a symlink and acted on only when it is still the inode that was granted.
+ */
+async function undoRecordedGrants(uid: number, made: readonly Grant[]): Promise<string[]> {
+  const undone: string[] = [];
+  for (const grant of made) {
+    const handle = await open(
+      grant.dir,
+      constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW,
+    ).catch(() => undefined);
+    if (handle === undefined) continue;
+    try {
+      const st = await handle.stat();
+      if (grant.dev !== undefined && (st.dev !== grant.dev || st.ino !== grant.ino)) continue;
+      const procPath = `/proc/${process.pid}/fd/${handle.fd}`;
+      await setfacl(["-x", `u:${uid}`, procPath]).catch(() => undefined);
+      await reownTree(procPath, uid, grant.owner);
+      undone.push(grant.dir);
+    } finally {
+      await handle.close();
+    }
+  }
+  return undone;
 }
 
 export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
   const gids = vmGids(options.gidBase);
   const uids = new Map<string, number>();
   const grants = new Map<string, Grant[]>();
+  /** Volume descriptors each VM holds until `release`. */
+  const volumes = new Map<string, readonly HeldVolume[]>();
   const recordPath = (vmId: string): string | undefined =>
     options.grantsDir === undefined
       ? undefined
@@ -320,10 +351,10 @@ export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
 
     async assign(vmId, request) {
       await identities.release(vmId);
-      const owners = await Promise.all(request.volumes.map((v) => stat(v.realPath)));
+      volumes.set(vmId, request.volumes);
       const decision = decideQemuUser({
         privileged: options.privileged,
-        volumeOwnerUids: owners.map((o) => o.uid),
+        volumeOwnerUids: request.volumes.map((v) => v.owner.uid),
         uidBase: options.uidBase,
         uidCount: options.uidCount,
       });
@@ -339,11 +370,14 @@ export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
         if (decision.kind === "dedicated") {
           const made: Grant[] = [];
           grants.set(vmId, made);
-          for (const [i, vol] of request.volumes.entries()) {
-            made.push({ dir: vol.realPath, owner: { uid: owners[i]!.uid, gid: owners[i]!.gid } });
+          for (const vol of request.volumes) {
+            made.push({ dir: vol.realPath, owner: vol.owner, dev: vol.dev, ino: vol.ino });
             // Recorded before it is made: a crash in between leaves a record, never a grant.
             await record(vmId, uid, made);
-            await setfacl(["-m", `u:${uid}:${vol.readOnly ? "r-x" : "rwx"}`, vol.realPath]);
+            // On the held inode (its /proc fd link), after checking it is still the one
+            // that passed the policy: the path may name something else by now.
+            await vol.verify();
+            await setfacl(["-m", `u:${uid}:${vol.readOnly ? "r-x" : "rwx"}`, vol.procPath]);
           }
         }
         await identities.prepareFile(request.dir, identity, "own");
@@ -369,6 +403,8 @@ export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
       const made = grants.get(oldVmId) ?? [];
       uids.set(newVmId, uid);
       grants.set(newVmId, made);
+      volumes.set(newVmId, volumes.get(oldVmId) ?? []);
+      volumes.delete(oldVmId);
       // The new record exists before the old one goes: a crash in between leaves two records
       // of the same grants, and undoing a grant twice is harmless.
       if (made.length > 0) await record(newVmId, uid, made);
@@ -381,9 +417,12 @@ export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
 
     async release(vmId) {
       const uid = uids.get(vmId);
-      if (uid !== undefined) await undoGrants(uid, grants.get(vmId) ?? []);
+      const held = volumes.get(vmId) ?? [];
+      if (uid !== undefined) await undoHeldGrants(uid, grants.get(vmId) ?? [], held);
       const path = recordPath(vmId);
       if (path !== undefined) await rm(path, { force: true });
+      await Promise.all(held.map((h) => h.close()));
+      volumes.delete(vmId);
       grants.delete(vmId);
       uids.delete(vmId);
     },
@@ -398,10 +437,8 @@ export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
           const parsed = await readFile(path, "utf8")
             .then((text) => JSON.parse(text) as { uid: number; grants: Grant[] })
             .catch(() => undefined);
-          if (parsed !== undefined) {
-            await undoGrants(parsed.uid, parsed.grants);
-            undone.push(...parsed.grants.map((g) => g.dir));
-          }
+          if (parsed !== undefined)
+            undone.push(...(await undoRecordedGrants(parsed.uid, parsed.grants)));
         }
         await rm(path, { force: true });
       }
@@ -409,9 +446,4 @@ export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
     },
   };
   return identities;
-}
-
-/** Resolves a volume's host directory once, so the ACL and QEMU's descriptor name the same one. */
-export async function resolveVolume(hostPath: string, readOnly: boolean): Promise<VolumeAccess> {
-  return { realPath: await realpath(hostPath), readOnly };
 }

@@ -30,15 +30,18 @@ const ROOTFS_FDSET = 1;
  *   but still checks the file's own mode: they are public build outputs, world-readable;
  * - the image (rootfs): an fd set; QEMU gets a read-only descriptor and no right on the file,
  *   so an image with private content need not be readable by any VM uid;
- * - volume directories: `/proc/self/fd/N` as the 9p root, so their parent directories need no
- *   grant; the directory itself must be readable by the VM (its owner, or an ACL entry).
- * Symlinks are resolved here, by the vmm-agent, before any right is granted.
+ * - volume directories: the descriptor the vmm-agent validated and granted (volumes/
+ *   held-volume.ts), as `/proc/self/fd/N` for the 9p root: QEMU gets exactly that inode, and
+ *   their parent directories need no grant. Those descriptors stay the caller's.
  */
 export async function openInheritedFiles(spec: LaunchSpec): Promise<InheritedFiles> {
   const handles: FileHandle[] = [];
+  const fds: number[] = [];
   const take = async (path: string, flags: number, what: string): Promise<string> => {
     try {
-      handles.push(await open(path, flags));
+      const handle = await open(path, flags);
+      handles.push(handle);
+      fds.push(handle.fd);
     } catch (err) {
       throw new MsbError(
         "VM_BOOT_FAILED",
@@ -46,7 +49,7 @@ export async function openInheritedFiles(spec: LaunchSpec): Promise<InheritedFil
         { cause: err },
       );
     }
-    return `/proc/self/fd/${FIRST_FD + handles.length - 1}`;
+    return `/proc/self/fd/${FIRST_FD + fds.length - 1}`;
   };
   const close = async (): Promise<void> => {
     await Promise.all(handles.map((h) => h.close().catch(() => undefined)));
@@ -58,16 +61,20 @@ export async function openInheritedFiles(spec: LaunchSpec): Promise<InheritedFil
     let rootfsPath: string | undefined;
     if (spec.rootfsPath !== undefined) {
       await take(spec.rootfsPath, constants.O_RDONLY, "image");
-      fdSets.push({ fd: FIRST_FD + handles.length - 1, set: ROOTFS_FDSET });
+      fdSets.push({ fd: FIRST_FD + fds.length - 1, set: ROOTFS_FDSET });
       rootfsPath = `/dev/fdset/${ROOTFS_FDSET}`;
     }
     const volumes: VolumeSpec[] = [];
     for (const vol of spec.volumes) {
-      const path = await take(vol.hostPath, constants.O_RDONLY | constants.O_DIRECTORY, "volume");
-      volumes.push({ ...vol, hostPath: path });
+      fds.push(vol.fd);
+      volumes.push({
+        tag: vol.tag,
+        readOnly: vol.readOnly,
+        hostPath: `/proc/self/fd/${FIRST_FD + fds.length - 1}`,
+      });
     }
     return {
-      fds: handles.map((h) => h.fd),
+      fds,
       kernelPath,
       initramfsPath,
       ...(rootfsPath === undefined ? {} : { rootfsPath }),
