@@ -15,7 +15,7 @@ describe("loadConfig", () => {
     });
     expect(c.policy).toMatchObject({
       volumeRoots: [],
-      volumeDenied: ["/home/u/.msb"],
+      volumeDenied: ["/home/u/.msb", "/home/u/.cache/msb"],
       portRange: { min: 10000, max: 65535 },
       portsDenied: [5555],
       allowNetworkAny: false,

@@ -26,7 +26,10 @@ export interface ControlPlaneConfig {
 export interface PolicyConfig {
   /** Host directories under which volume mounts are allowed (absolute, resolved). */
   readonly volumeRoots: readonly string[];
-  /** Host directories never mountable, even under a root: MSB_HOME (secret, other sandboxes). */
+  /**
+   * Host directories never mountable, even under a root: MSB_HOME (secret, database, other
+   * sandboxes) and MSB_CACHE_DIR (the kernel, agent and rootfs files every VM shares).
+   */
   readonly volumeDenied: readonly string[];
   /** Inclusive range of host ports a port forward may bind. */
   readonly portRange: { readonly min: number; readonly max: number };
@@ -85,6 +88,7 @@ const int = (min: number, max: number) =>
 
 const envSchema = z.object({
   MSB_HOME: z.string().min(1).optional(),
+  MSB_CACHE_DIR: z.string().min(1).optional(),
   MSB_HOST: z.string().min(1).default("127.0.0.1"),
   MSB_PORT: int(0, 65535).default(5555),
   MSB_DEV: boolFlag,
@@ -142,6 +146,8 @@ export function loadConfig(
     (v) => v !== undefined && v !== "",
   );
   const msbHome = resolve(e.MSB_HOME ?? join(home, ".msb"));
+  // The same default as the vmm-agent's and image-service's (shared kernel, agent, rootfs).
+  const cacheDir = resolve(e.MSB_CACHE_DIR ?? join(home, ".cache", "msb"));
 
   const [minText, maxText] = e.MSB_PORT_RANGE.split("-") as [string, string];
   const portRange = { min: Number(minText), max: Number(maxText) };
@@ -177,7 +183,7 @@ export function loadConfig(
     serverKey: serverKey === undefined ? undefined : deriveServerSecret(serverKey),
     policy: {
       volumeRoots,
-      volumeDenied: [msbHome],
+      volumeDenied: [msbHome, cacheDir],
       portRange,
       portsDenied: e.MSB_PORT === 0 ? [] : [e.MSB_PORT],
       allowNetworkAny: e.MSB_ALLOW_NETWORK_ANY || e.MSB_DEV,

@@ -15,6 +15,13 @@ export interface SandboxPolicy {
    * malformed volume/port strings, FILE_NOT_FOUND for a volume source that does not exist.
    */
   check(input: SandboxConfigInput): SandboxConfig;
+  /**
+   * Checks a stored configuration again, as a new request (volumes resolved again, memory,
+   * cpus, ports and network against today's policy): a start that reuses the stored config
+   * must not skip the policy, since a volume's directory may since have been swapped for a
+   * symlink and the operator may have tightened the policy. Same errors as `check`.
+   */
+  recheck(config: SandboxConfig): SandboxConfig;
 }
 
 export interface SandboxPolicyDeps {
@@ -57,9 +64,11 @@ export function createSandboxPolicy(
         },
       ]);
     }
+    // Denied directories by name and resolved (MSB_HOME may itself be reached through a link).
+    const denied = [...policy.volumeDenied, ...policy.volumeDenied.map(real)];
     const allowed = (path: string, roots: readonly string[]) =>
       roots.some((root) => isWithin(path, root)) &&
-      !policy.volumeDenied.some((d) => isWithin(path, d) || isWithin(d, path));
+      !denied.some((d) => isWithin(path, d) || isWithin(d, path));
     const lexical = resolve(host);
     const roots = policy.volumeRoots;
     if (!allowed(lexical, roots)) throw volumeDenied(field, host, roots);
@@ -84,7 +93,7 @@ export function createSandboxPolicy(
     const allowedText =
       roots.length === 0
         ? "This server allows no volume mounts (the operator can set MSB_VOLUME_ROOTS)."
-        : `Allowed roots: ${roots.join(", ")} (never the server's MSB_HOME, nor a directory that contains it).`;
+        : `Allowed roots: ${roots.join(", ")} (never the server's MSB_HOME or MSB_CACHE_DIR, nor a directory that contains them).`;
     return new MsbError("POLICY_DENIED", `Volume ${what} is not allowed: ${allowedText}`, {
       details: { field, volumeRoots: roots },
     });
@@ -113,54 +122,73 @@ export function createSandboxPolicy(
     return { hostPort, guestPort, protocol: m[3] === "udp" ? "udp" : "tcp" };
   };
 
+  const check = (input: SandboxConfigInput): SandboxConfig => {
+    if (input.memory > policy.maxMemoryMib) {
+      throw new MsbError(
+        "POLICY_DENIED",
+        `config.memory ${input.memory} MiB is more than this server allows (${policy.maxMemoryMib} MiB).`,
+        { details: { field: "config.memory", maxMemoryMib: policy.maxMemoryMib } },
+      );
+    }
+    if (input.cpus > policy.maxCpus) {
+      throw new MsbError(
+        "POLICY_DENIED",
+        `config.cpus ${input.cpus} is more than this server allows (${policy.maxCpus}).`,
+        { details: { field: "config.cpus", maxCpus: policy.maxCpus } },
+      );
+    }
+    if (input.network === "any" && !policy.allowNetworkAny) {
+      throw new MsbError(
+        "POLICY_DENIED",
+        `config.network "any" (guest may reach the host and private networks) is disabled on this server; use "public" or "none", or ask the operator to set MSB_ALLOW_NETWORK_ANY=1.`,
+        { details: { field: "config.network" } },
+      );
+    }
+    const volumes = input.volumes.map(checkVolume);
+    const ports = input.ports.map(checkPort);
+    const seen = new Set<string>();
+    ports.forEach((p, i) => {
+      const key = `${p.hostPort}/${p.protocol}`;
+      if (seen.has(key)) {
+        throw invalidParams([
+          { field: `config.ports[${i}]`, message: `host port ${key} is listed twice` },
+        ]);
+      }
+      seen.add(key);
+    });
+    return {
+      image: input.image,
+      memoryMib: input.memory,
+      cpus: input.cpus,
+      envs: input.envs,
+      workdir: input.workdir ?? null,
+      volumes,
+      ports,
+      network: input.network,
+      scripts: input.scripts ?? {},
+      exec: input.exec ?? null,
+    };
+  };
+
   return {
-    check(input) {
-      if (input.memory > policy.maxMemoryMib) {
-        throw new MsbError(
-          "POLICY_DENIED",
-          `config.memory ${input.memory} MiB is more than this server allows (${policy.maxMemoryMib} MiB).`,
-          { details: { field: "config.memory", maxMemoryMib: policy.maxMemoryMib } },
-        );
-      }
-      if (input.cpus > policy.maxCpus) {
-        throw new MsbError(
-          "POLICY_DENIED",
-          `config.cpus ${input.cpus} is more than this server allows (${policy.maxCpus}).`,
-          { details: { field: "config.cpus", maxCpus: policy.maxCpus } },
-        );
-      }
-      if (input.network === "any" && !policy.allowNetworkAny) {
-        throw new MsbError(
-          "POLICY_DENIED",
-          `config.network "any" (guest may reach the host and private networks) is disabled on this server; use "public" or "none", or ask the operator to set MSB_ALLOW_NETWORK_ANY=1.`,
-          { details: { field: "config.network" } },
-        );
-      }
-      const volumes = input.volumes.map(checkVolume);
-      const ports = input.ports.map(checkPort);
-      const seen = new Set<string>();
-      ports.forEach((p, i) => {
-        const key = `${p.hostPort}/${p.protocol}`;
-        if (seen.has(key)) {
-          throw invalidParams([
-            { field: `config.ports[${i}]`, message: `host port ${key} is listed twice` },
-          ]);
-        }
-        seen.add(key);
-      });
-      return {
-        image: input.image,
-        memoryMib: input.memory,
-        cpus: input.cpus,
-        envs: input.envs,
-        workdir: input.workdir ?? null,
-        volumes,
-        ports,
-        network: input.network,
-        scripts: input.scripts ?? {},
-        exec: input.exec ?? null,
-      };
-    },
+    check,
+    recheck: (config) =>
+      check({
+        image: config.image,
+        memory: config.memoryMib,
+        cpus: config.cpus,
+        envs: [...config.envs],
+        ...(config.workdir === null ? {} : { workdir: config.workdir }),
+        volumes: config.volumes.map(
+          (v) => `${v.hostPath}:${v.guestPath}${v.readOnly ? ":ro" : ""}`,
+        ),
+        ports: config.ports.map(
+          (p) => `${p.hostPort}:${p.guestPort}${p.protocol === "udp" ? "/udp" : ""}`,
+        ),
+        network: config.network,
+        scripts: { ...config.scripts },
+        ...(config.exec === null ? {} : { exec: config.exec }),
+      }),
   };
 }
 

@@ -1,6 +1,6 @@
 /* eslint-disable @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-return, @typescript-eslint/no-unsafe-call --
    These tests read parsed JSON bodies (`res.json()` is `any`); the matchers check their shape. */
-import { mkdir, symlink } from "node:fs/promises";
+import { mkdir, rm, symlink } from "node:fs/promises";
 import { join } from "node:path";
 import { MsbError } from "@msb/errors";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -466,6 +466,78 @@ describe("host resource policy", () => {
         const res = await h.rpc("sandbox.start", start("e", { ...PY, volumes: [`${own}:/x`] }));
         expect(res.json().error.data.code, own).toBe("POLICY_DENIED");
       }
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("re-checks the policy when a sandbox restarts with its stored config (volume swapped for a symlink)", async () => {
+    const h = await createHarness({ dev: true });
+    try {
+      const shared = join(h.home, "shared");
+      await mkdir(shared, { recursive: true });
+      const first = await h.rpc(
+        "sandbox.start",
+        start("a", { ...PY, volumes: [`${shared}:/data`] }),
+      );
+      expect(first.statusCode).toBe(200);
+      await h.rpc("sandbox.stop", { sandbox: "a" });
+      // The attack: the allowed directory becomes a symlink to one outside the roots.
+      await rm(shared, { recursive: true });
+      await symlink("/etc", shared);
+      const again = await h.rpc("sandbox.start", { sandbox: "a" });
+      expect(again.json().error).toMatchObject({ data: { code: "POLICY_DENIED" } });
+      expect(again.json().error.message).toMatch(/resolves to \/etc/);
+      expect(h.vmm.created).toHaveLength(1);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("re-checks memory, ports and network of a stored config against today's policy", async () => {
+    const first = await createHarness({ env: { MSB_ALLOW_NETWORK_ANY: "1" } });
+    const home = first.home;
+    await first.rpc(
+      "sandbox.start",
+      start("a", { ...PY, memory: 2048, ports: ["20001:80"], network: "any" }),
+      { key: first.key("default") },
+    );
+    await first.rpc("sandbox.stop", { sandbox: "a" }, { key: first.key("default") });
+    expect(first.vmm.created).toHaveLength(1);
+    await first.close({ keepHome: true });
+    for (const [env, field] of [
+      [{ MSB_ALLOW_NETWORK_ANY: "1", MSB_MAX_MEMORY_MIB: "1024" }, "config.memory"],
+      [{ MSB_ALLOW_NETWORK_ANY: "1", MSB_PORT_RANGE: "30000-30010" }, "config.ports[0]"],
+      [{}, "config.network"],
+    ] as const) {
+      const h = await createHarness({ home, env });
+      try {
+        const res = await h.rpc("sandbox.start", { sandbox: "a" }, { key: h.key("default") });
+        expect(res.json().error, field).toMatchObject({ data: { code: "POLICY_DENIED", field } });
+        expect(h.vmm.created).toHaveLength(0);
+      } finally {
+        await h.close({ keepHome: true });
+      }
+    }
+    await rm(home, { recursive: true, force: true });
+  });
+
+  it("refuses volumes inside MSB_HOME and MSB_CACHE_DIR (shared kernel and agent)", async () => {
+    const h = await createHarness({ dev: true });
+    try {
+      const cache = join(h.home, ".cache", "msb");
+      await mkdir(join(cache, "kernel"), { recursive: true });
+      await mkdir(join(h.config.msbHome, "sandboxes"), { recursive: true });
+      for (const dir of [
+        cache,
+        join(cache, "kernel"),
+        join(h.home, ".cache"),
+        join(h.config.msbHome, "sandboxes"),
+      ]) {
+        const res = await h.rpc("sandbox.start", start("v", { ...PY, volumes: [`${dir}:/x`] }));
+        expect(res.json().error?.data?.code, dir).toBe("POLICY_DENIED");
+      }
+      expect(h.vmm.created).toHaveLength(0);
     } finally {
       await h.close();
     }

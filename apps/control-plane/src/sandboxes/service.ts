@@ -353,17 +353,19 @@ export function createSandboxService(
 
       return mutex.run(keyOf(namespace, name), async () => {
         const existing = store.get(namespace, name);
-        const config = requested ?? existing?.config;
-        if (config === undefined) {
+        if (requested === undefined && existing === undefined) {
           throw invalidParams([
             { field: "config", message: "is required to create a sandbox (at least config.image)" },
           ]);
         }
+        // A start without config reuses the stored one, checked again like a new request:
+        // its volumes may have been swapped for symlinks, the policy may have changed.
+        const config = requested ?? policy.recheck((existing as SandboxRecord).config);
         const hash = configHash(config);
         const result = { namespace, name, state: "running" as const, image: config.image };
 
         if (existing?.state === "running") {
-          if (existing.configHash === hash) {
+          if (existing.configHash === hash || requested === undefined) {
             const vm = (await vmsById(lifecycle)).get(existing.vmId);
             return { ...result, alreadyRunning: true, ...startFacts(vm) };
           }
