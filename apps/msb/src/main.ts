@@ -2,7 +2,7 @@
 import { fileURLToPath } from "node:url";
 import { dirname, resolve } from "node:path";
 import { runCli } from "./program.js";
-import { createProcfsTable } from "./server/proc.js";
+import { createProcfsTable } from "@msb/supervisor";
 
 // Composition root: build the real dependencies, run, exit with the command's code.
 const entry = fileURLToPath(import.meta.url);

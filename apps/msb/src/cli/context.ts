@@ -1,4 +1,4 @@
-import type { ProcessTable } from "../server/proc.js";
+import type { ProcessTable } from "@msb/supervisor";
 
 /** Where the CLI writes; tests capture it. */
 export interface CliIo {

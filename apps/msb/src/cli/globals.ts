@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { resolveHome } from "../home.js";
+import { resolveHome } from "@msb/supervisor";
 import type { GlobalOptions } from "./context.js";
 
 /** The global flags as a command sees them (they may be given before or after the verb). */

@@ -2,15 +2,8 @@ import { MsbError } from "@msb/errors";
 import { createApiKey } from "@msb/keys";
 import { z } from "zod";
 import type { CliDeps, GlobalOptions } from "../cli/context.js";
-import {
-  createControlPlaneClient,
-  DEFAULT_SERVER_URL,
-  type ControlPlaneClient,
-} from "../client/control-plane.js";
-import { msbPaths } from "../home.js";
-import { readLockState } from "../server/lock.js";
-import { secretFromEnv } from "../server/secret.js";
-import { resolveSigningSecret } from "../server/secrets.js";
+import { type ControlPlaneClient, createControlPlaneClient, DEFAULT_SERVER_URL } from "@msb/wire";
+import { msbPaths, readLockState, resolveSigningSecret, secretFromEnv } from "@msb/supervisor";
 import type { StartConfig } from "./sandboxfile.js";
 
 /** `sandbox.start` may pull an image and boot a VM: allow it this long. */

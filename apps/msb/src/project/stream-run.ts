@@ -1,5 +1,5 @@
 import type { CliDeps } from "../cli/context.js";
-import { streamRpc } from "../client/stream.js";
+import { streamRpc } from "@msb/wire";
 import { printOutput } from "../commands/project/shared.js";
 import { parseCommandResult, type CommandResult, type ServerTarget } from "./remote.js";
 

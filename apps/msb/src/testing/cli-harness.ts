@@ -3,8 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { CliDeps } from "../cli/context.js";
 import { runCli } from "../program.js";
-import type { ProcessTable } from "../server/proc.js";
-import { createFakeProcessTable } from "./fake-process-table.js";
+import type { ProcessTable } from "@msb/supervisor";
+import { createFakeProcessTable } from "@msb/supervisor/testing";
 
 /** Runs the CLI in-process against a temp MSB_HOME; captures stdout, stderr and the exit code. */
 export async function runMsb(

@@ -1,7 +1,6 @@
 import { MsbError } from "@msb/errors";
 import type { CliDeps, GlobalOptions } from "../../cli/context.js";
-import { createControlPlaneClient } from "../../client/control-plane.js";
-import { jsonRpcResult, readEventStream } from "../../client/stream.js";
+import { createControlPlaneClient, jsonRpcResult, readEventStream } from "@msb/wire";
 import { resolveServerTarget } from "../../project/remote.js";
 import type { ProgressEvent } from "./progress.js";
 

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { MsbError, toMsbError } from "@msb/errors";
 import type { CliDeps } from "../../cli/context.js";
-import type { ControlPlaneClient } from "../../client/control-plane.js";
+import type { ControlPlaneClient } from "@msb/wire";
 import {
   detachedLaunch,
   logPollCommand,

@@ -2,7 +2,7 @@ import { InvalidArgumentError, Option, type Command } from "commander";
 import { MsbError } from "@msb/errors";
 import type { CliDeps, GlobalOptions } from "../../cli/context.js";
 import { globalOptions } from "../../cli/globals.js";
-import type { ControlPlaneClient } from "../../client/control-plane.js";
+import type { ControlPlaneClient } from "@msb/wire";
 import {
   loadProject,
   NAME_PATTERN,

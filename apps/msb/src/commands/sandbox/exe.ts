@@ -3,7 +3,7 @@ import { isAbsolute, resolve } from "node:path";
 import { Command } from "commander";
 import { MsbError, toMsbError } from "@msb/errors";
 import { printJson, type CliDeps } from "../../cli/context.js";
-import type { ControlPlaneClient } from "../../client/control-plane.js";
+import type { ControlPlaneClient } from "@msb/wire";
 import { globalOptions } from "../../cli/globals.js";
 import {
   connect,

@@ -1,7 +1,7 @@
 import { Command, InvalidArgumentError } from "commander";
 import { isErrorCode, MsbError } from "@msb/errors";
 import { printJson, type CliDeps } from "../../cli/context.js";
-import type { ControlPlaneClient } from "../../client/control-plane.js";
+import type { ControlPlaneClient } from "@msb/wire";
 import { startOrder } from "../../project/order.js";
 import {
   connect,

@@ -2,10 +2,7 @@ import { Command } from "commander";
 import { ALL_NAMESPACES, createApiKey, parseDuration } from "@msb/keys";
 import { printJson, type CliDeps, type GlobalOptions } from "../../cli/context.js";
 import { globalOptions } from "../../cli/globals.js";
-import { msbPaths } from "../../home.js";
-import { readLockState } from "../../server/lock.js";
-import { secretFromEnv } from "../../server/secret.js";
-import { resolveSigningSecret } from "../../server/secrets.js";
+import { msbPaths, readLockState, resolveSigningSecret, secretFromEnv } from "@msb/supervisor";
 
 export interface KeygenOptions {
   readonly expire?: string;

@@ -2,14 +2,17 @@ import { Command, Option } from "commander";
 import type { CliDeps, GlobalOptions } from "../../cli/context.js";
 import { globalOptions } from "../../cli/globals.js";
 import { parseCount } from "../../cli/parse.js";
-import { LOG_SOURCES, msbPaths, type LogSource } from "../../home.js";
 import {
   followLogs,
-  mergeByTime,
-  readLogEntries,
   type FollowTarget,
-} from "../../server/log-files.js";
-import { formatLogEntry, type LogEntry } from "../../server/log-lines.js";
+  formatLogEntry,
+  LOG_SOURCES,
+  type LogEntry,
+  type LogSource,
+  mergeByTime,
+  msbPaths,
+  readLogEntries,
+} from "@msb/supervisor";
 
 export interface LogOptions {
   readonly follow: boolean;

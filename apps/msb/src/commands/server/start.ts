@@ -4,16 +4,23 @@ import { Command, Option } from "commander";
 import { MsbError, msbErrorFromWire } from "@msb/errors";
 import { printJson, type CliDeps, type GlobalOptions } from "../../cli/context.js";
 import { globalOptions } from "../../cli/globals.js";
-import { msbPaths } from "../../home.js";
-import { formatLogEntry, WARN_LEVEL } from "../../server/log-lines.js";
-import { alreadyRunningError, readLockState } from "../../server/lock.js";
-import { assertPortFree } from "../../server/port-owner.js";
-import { ensurePrereqs, type Prereqs } from "../../server/prereqs.js";
-import { runServer, type ServerReady } from "../../server/run-server.js";
-import { deriveServerSecret, secretFromEnv } from "../../server/secret.js";
-import type { ServerSettings } from "../../server/services.js";
+import {
+  alreadyRunningError,
+  assertPortFree,
+  deriveServerSecret,
+  ensurePrereqs,
+  formatLogEntry,
+  msbPaths,
+  type Prereqs,
+  readLockState,
+  readLogTail,
+  runServer,
+  secretFromEnv,
+  type ServerReady,
+  type ServerSettings,
+  WARN_LEVEL,
+} from "@msb/supervisor";
 import { parsePort } from "../../cli/parse.js";
-import { readLogTail } from "../../server/log-files.js";
 
 /** Set in the environment of the supervisor that `--detach` spawns; it reports over IPC. */
 export const DETACHED_ENV = "MSB_DETACHED_SUPERVISOR";

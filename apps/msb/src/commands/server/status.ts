@@ -2,16 +2,20 @@ import { Command } from "commander";
 import { MsbError } from "@msb/errors";
 import { createApiKey } from "@msb/keys";
 import { z } from "zod";
-import { createControlPlaneClient, DEFAULT_SERVER_URL } from "../../client/control-plane.js";
+import { createControlPlaneClient, DEFAULT_SERVER_URL } from "@msb/wire";
 import { printJson, type CliDeps, type GlobalOptions } from "../../cli/context.js";
 import { globalOptions } from "../../cli/globals.js";
 import { formatBytes, formatTable } from "../../cli/table.js";
-import { msbPaths, SERVICE_NAMES } from "../../home.js";
-import { acceleratorOf } from "../../server/health.js";
-import { readLockState, type LockRecord } from "../../server/lock.js";
-import { isSameLiveProcess } from "../../server/proc.js";
-import { secretFromEnv } from "../../server/secret.js";
-import { resolveSigningSecret } from "../../server/secrets.js";
+import {
+  acceleratorOf,
+  isSameLiveProcess,
+  type LockRecord,
+  msbPaths,
+  readLockState,
+  resolveSigningSecret,
+  secretFromEnv,
+  SERVICE_NAMES,
+} from "@msb/supervisor";
 
 export interface StatusOptions {
   readonly namespace?: string;

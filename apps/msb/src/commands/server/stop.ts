@@ -4,10 +4,7 @@ import { Command, Option } from "commander";
 import { printJson, type CliDeps, type GlobalOptions } from "../../cli/context.js";
 import { globalOptions } from "../../cli/globals.js";
 import { parseCount } from "../../cli/parse.js";
-import { msbPaths } from "../../home.js";
-import { killLeftovers } from "../../server/cleanup.js";
-import { readLockState } from "../../server/lock.js";
-import { isSameLiveProcess } from "../../server/proc.js";
+import { isSameLiveProcess, killLeftovers, msbPaths, readLockState } from "@msb/supervisor";
 
 export interface StopOptions {
   /** Seconds the supervisor gets to stop its services before it is killed. */

@@ -1,8 +1,8 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { MsbError } from "@msb/errors";
 import { createLogger, type Logger } from "@msb/runtime";
-import { dialUrl, createControlPlaneClient } from "../client/control-plane.js";
-import { SERVICE_NAMES, type MsbPaths } from "../home.js";
+import { dialUrl, createControlPlaneClient } from "@msb/wire";
+import { SERVICE_NAMES, type MsbPaths } from "./home.js";
 import { killLeftovers } from "./cleanup.js";
 import { acquireLock, type HeldLock } from "./lock.js";
 import { acceleratorOf } from "./health.js";

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { MsbError } from "@msb/errors";
-import { createFakeProcessTable } from "../testing/fake-process-table.js";
+import { createFakeProcessTable } from "./testing/fake-process-table.js";
 import { acquireLock, readLockState, type LockRecord } from "./lock.js";
 
 function setup(procs: Parameters<typeof createFakeProcessTable>[0] = {}) {

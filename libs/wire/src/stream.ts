@@ -1,5 +1,10 @@
 import { ERROR_CODES, ERROR_CODE_INFO, MsbError, isErrorCode, msbErrorFromWire } from "@msb/errors";
-import type { ServerTarget } from "../project/remote.js";
+
+/** Where a client sends its calls: the server's base URL and, unless it is `--dev`, a key. */
+export interface ServerTarget {
+  readonly url: string;
+  readonly apiKey?: string;
+}
 
 /** One `output` event of a streamed run (docs/streaming.md). */
 export interface StreamedOutput {

@@ -1,4 +1,5 @@
-import { ERROR_CODES, ERROR_CODE_INFO, MsbError, isErrorCode, msbErrorFromWire } from "@msb/errors";
+import { MsbError } from "@msb/errors";
+import { jsonRpcResult } from "./stream.js";
 
 export const DEFAULT_SERVER_URL = "http://127.0.0.1:5555";
 
@@ -95,29 +96,8 @@ export function createControlPlaneClient(options: ControlPlaneClientOptions): Co
         },
         signal,
       );
-      const body = (await res.json().catch(() => undefined)) as
-        | { result?: unknown; error?: { code?: unknown; message?: unknown; data?: unknown } }
-        | undefined;
-      if (body?.error !== undefined) {
-        const data = body.error.data as { code?: unknown } | null | undefined;
-        const message =
-          typeof body.error.message === "string"
-            ? body.error.message
-            : `JSON-RPC error ${String(body.error.code)}`;
-        // Servers that omit `data.code` still get a meaningful code from the number.
-        const code = isErrorCode(data?.code)
-          ? data.code
-          : ERROR_CODES.find((c) => ERROR_CODE_INFO[c].jsonRpc === body.error?.code);
-        throw msbErrorFromWire(code, message, data);
-      }
-      if (body === undefined || !("result" in body)) {
-        throw new MsbError(
-          "SERVICE_UNAVAILABLE",
-          `msb server at ${base} answered ${method} with HTTP ${res.status} and no JSON-RPC body. Next step: look at \`msb server log --service control-plane\`.`,
-          { details: { url: base, status: res.status, method } },
-        );
-      }
-      return body.result;
+      const body: unknown = await res.json().catch(() => undefined);
+      return jsonRpcResult(base, method, res.status, body);
     },
   };
 }

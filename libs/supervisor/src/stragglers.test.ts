@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { createFakeProcessTable } from "../testing/fake-process-table.js";
+import { createFakeProcessTable } from "./testing/fake-process-table.js";
 import { findQemuStragglers } from "./stragglers.js";
 import { terminateAll } from "./terminate.js";
 

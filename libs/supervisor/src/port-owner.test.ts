@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createFakeProcessTable } from "../testing/fake-process-table.js";
+import { createFakeProcessTable } from "./testing/fake-process-table.js";
 import { findPortHolder, parseProcNetTcp, portInUseError } from "./port-owner.js";
 
 // Real lines: 127.0.0.1:5555 listening (inode 31337), an established connection from it,

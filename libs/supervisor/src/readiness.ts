@@ -1,6 +1,6 @@
 import { connect } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
-import { createControlPlaneClient } from "../client/control-plane.js";
+import { createControlPlaneClient } from "@msb/wire";
 
 const POLL_MS = 100;
 

@@ -1,4 +1,4 @@
-import type { ProcessInfo, ProcessTable } from "../server/proc.js";
+import type { ProcessInfo, ProcessTable } from "../proc.js";
 
 export interface FakeProcess {
   readonly startTime: string;

@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { dialUrl } from "../client/control-plane.js";
-import type { MsbPaths, ServiceName } from "../home.js";
+import { dialUrl } from "@msb/wire";
+import type { MsbPaths, ServiceName } from "./home.js";
 import { waitForHealth, waitForSocket } from "./readiness.js";
 import { SECRET_ENV_VARS } from "./secret.js";
 import type { ServiceSpec } from "./supervisor.js";
