@@ -1,6 +1,9 @@
 import js from "@eslint/js";
 import nx from "@nx/eslint-plugin";
+import { createTypeScriptImportResolver } from "eslint-import-resolver-typescript";
+import importX from "eslint-plugin-import-x";
 import tseslint from "typescript-eslint";
+import msb from "./tools/lint/no-import-cycle.mjs";
 
 export default tseslint.config(
   {
@@ -24,12 +27,28 @@ export default tseslint.config(
         tsconfigRootDir: import.meta.dirname,
       },
     },
-    plugins: { "@nx": nx },
+    plugins: { "@nx": nx, "import-x": importX, msb },
+    settings: {
+      "import-x/extensions": importX.flatConfigs.typescript.settings["import-x/extensions"],
+      "import-x/parsers": importX.flatConfigs.typescript.settings["import-x/parsers"],
+      "import-x/resolver-next": [
+        createTypeScriptImportResolver({
+          project: "./tsconfig.lint.json",
+          conditionNames: ["@msb/source", "types", "import", "default"],
+        }),
+      ],
+    },
     rules: {
       "@typescript-eslint/no-floating-promises": "error",
       "@typescript-eslint/switch-exhaustiveness-check": "error",
       "@typescript-eslint/consistent-type-imports": "error",
-      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
+      "@typescript-eslint/no-unused-vars": [
+        "error",
+        { argsIgnorePattern: "^_", varsIgnorePattern: "^_" },
+      ],
+      // Runtime cycles (import-x skips `import type`); msb/no-import-cycle adds the type-level ones.
+      "import-x/no-cycle": "error",
+      "msb/no-import-cycle": "error",
       "no-restricted-syntax": [
         "error",
         {
@@ -48,6 +67,16 @@ export default tseslint.config(
             { sourceTag: "type:proto", onlyDependOnLibsWithTags: ["type:lib"] },
             { sourceTag: "type:e2e", onlyDependOnLibsWithTags: ["type:lib", "type:proto"] },
             { sourceTag: "scope:cli", notDependOnLibsWithTags: ["type:proto"] },
+            // Scopes: a project reaches its own scope and shared code only. A project whose tags
+            // match no constraint may depend on nothing, so every project must carry both tags.
+            { sourceTag: "scope:shared", onlyDependOnLibsWithTags: ["scope:shared"] },
+            {
+              sourceTag: "scope:control-plane",
+              onlyDependOnLibsWithTags: ["scope:control-plane", "scope:shared"],
+            },
+            { sourceTag: "scope:vmm", onlyDependOnLibsWithTags: ["scope:vmm", "scope:shared"] },
+            { sourceTag: "scope:image", onlyDependOnLibsWithTags: ["scope:image", "scope:shared"] },
+            { sourceTag: "scope:cli", onlyDependOnLibsWithTags: ["scope:cli", "scope:shared"] },
           ],
         },
       ],
@@ -59,5 +88,17 @@ export default tseslint.config(
       "@typescript-eslint/no-non-null-assertion": "off",
       "@typescript-eslint/unbound-method": "off",
     },
+  },
+  {
+    // TEMPORARY (issue 19): the two known type-level cycles (attach.ts ↔ vm-service.ts,
+    // hypervisor.ts ↔ qemu/command-line.ts) are being broken in apps/vmm-agent; delete this
+    // block once they are gone. Nothing else may be added here.
+    files: [
+      "apps/vmm-agent/src/attach.ts",
+      "apps/vmm-agent/src/vm-service.ts",
+      "apps/vmm-agent/src/hypervisor/hypervisor.ts",
+      "apps/vmm-agent/src/hypervisor/qemu/command-line.ts",
+    ],
+    rules: { "msb/no-import-cycle": "off" },
   },
 );
