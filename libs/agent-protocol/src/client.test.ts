@@ -1,6 +1,7 @@
 import { MsbError } from "@msb/errors";
 import { afterEach, describe, expect, it } from "vitest";
-import { AgentClient, type OutputChunk } from "./client.js";
+import { AgentClient } from "./client.js";
+import type { OutputChunk } from "./types.js";
 import { FrameKind, encodeFrame } from "./frame.js";
 import { FakeAgent, duplexPair } from "./test-support/fake-agent.js";
 

@@ -10,18 +10,17 @@ export {
   type FrameDecoderOptions,
 } from "./frame.js";
 export type { DirEntry, ExitStatus, Hello, Metrics, ReplError } from "./messages.js";
-export {
-  AgentClient,
-  createAgentClient,
-  type AgentClientOptions,
-  type CallOptions,
-  type ConfigureParams,
-  type ExecOptions,
-  type ExecParams,
-  type OutputChunk,
-  type ProcessHandle,
-  type RunResult,
-} from "./client.js";
+export { AgentClient, createAgentClient } from "./client.js";
+export type {
+  AgentClientOptions,
+  CallOptions,
+  ConfigureParams,
+  ExecOptions,
+  ExecParams,
+  OutputChunk,
+  ProcessHandle,
+  RunResult,
+} from "./types.js";
 export {
   REPL_DRIVER_ARGV,
   REPL_DRIVER_DIR,

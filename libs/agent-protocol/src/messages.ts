@@ -1,3 +1,4 @@
+import { MsbError, type ErrorCode } from "@msb/errors";
 import { z } from "zod";
 
 // Wire schemas of the JSON payloads a guest sends (docs/agent-protocol.md). Guest JSON is
@@ -41,6 +42,35 @@ export const agentErrorSchema = z.object({
   error: z.object({ code: z.string().max(100), message: z.string().max(4000) }),
 });
 export type AgentErrorPayload = z.output<typeof agentErrorSchema>["error"];
+
+const AGENT_CODE_MAP: Readonly<Record<string, ErrorCode>> = {
+  bad_request: "INVALID_PARAMS",
+  unknown_op: "INVALID_PARAMS",
+  not_found: "FILE_NOT_FOUND",
+  not_a_directory: "INVALID_PARAMS",
+  is_a_directory: "INVALID_PARAMS",
+  permission_denied: "INVALID_PARAMS",
+  exists: "INVALID_PARAMS",
+  no_space: "CAPACITY_EXHAUSTED",
+  too_many_streams: "CAPACITY_EXHAUSTED",
+  no_such_stream: "INVALID_PARAMS",
+  stream_busy: "AGENT_PROTOCOL_ERROR",
+  window_exceeded: "AGENT_PROTOCOL_ERROR",
+  bad_frame: "AGENT_PROTOCOL_ERROR",
+  bad_frame_length: "AGENT_PROTOCOL_ERROR",
+  io_error: "INTERNAL",
+  spawn_failed: "INTERNAL",
+  internal: "INTERNAL",
+};
+
+/** Turns an agent `{error:{code,message}}` into an MsbError; the agent's code stays in details. */
+export function agentError(op: string, code: string, message: string): MsbError {
+  // A code outside docs/agent-protocol.md comes from a broken or hostile guest, not from a
+  // fault of msb: the caller sees AGENT_PROTOCOL_ERROR.
+  return new MsbError(AGENT_CODE_MAP[code] ?? "AGENT_PROTOCOL_ERROR", `${op}: ${message}`, {
+    details: { agentCode: code, op },
+  });
+}
 
 export const exitSchema = z
   .object({

@@ -1,6 +1,7 @@
 import { StringDecoder } from "node:string_decoder";
 import { MsbError } from "@msb/errors";
-import type { AgentClient, ExecParams, OutputChunk, ProcessHandle } from "./client.js";
+import type { AgentClient } from "./client.js";
+import type { ExecParams, OutputChunk, ProcessHandle } from "./types.js";
 import { replReadySchema, replResultSchema, type ReplError } from "./messages.js";
 
 export type ReplLanguage = "python" | "node";
