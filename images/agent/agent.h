@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "json.h"
+
 #define AGENT_VERSION "0.1.0"
 #define PROTOCOL_VERSION 1
 
@@ -62,5 +64,123 @@ int net_configure(const char *ifname, const char *cidr, const char *gw, char *er
 int write_resolv_conf(const char *const *dns, int n);
 int write_file_str(const char *path, const char *s);
 int mkdir_p(const char *path, mode_t mode);
+
+/* ------------------------------------------------------------------ serving the protocol
+ * agent.c: frames in, port, main loop; streams.c: buffers, frames out, stream table;
+ * process.c: running processes, signal/resize; exec.c; files.c; configure.c (configure,
+ * metrics, HELLO, shutdown). Single-threaded: everything below runs on the poll loop. */
+
+struct buf {
+	char *d;
+	size_t off, len, cap; /* live bytes are d[off .. off+len) */
+};
+
+enum skind { S_PROC, S_READ, S_WRITE };
+
+struct stream {
+	struct stream *next;
+	uint32_t id;
+	enum skind kind;
+	int64_t out_window;      /* bytes we may still send on this stream */
+	int64_t in_outstanding;  /* host bytes received and not yet credited back */
+	int64_t in_credit;       /* consumed bytes to credit back with WINDOW */
+
+	/* S_PROC */
+	pid_t pid;
+	int fd_in, fd_out, fd_err, fd_ctrl; /* -1 when closed; pty: fd_in == fd_out (master) */
+	int pty;
+	struct buf stdin_buf, ctrl_buf;
+	int stdin_eof; /* host sent STDIN_EOF */
+	int exited, status, timed_out;
+	uint64_t start_ms, deadline_ms;
+	uint64_t out_bytes, err_bytes;
+	char cgroup[64];
+
+	/* S_READ / S_WRITE */
+	int fd;
+	uint64_t remaining, done_bytes, size;
+	int failed_errno;
+	char *path, *tmp_path;
+};
+
+/* The agent's one state (defined in agent.c): the port, the output queue, the streams. */
+struct agent {
+	int port;                /* -1 until found */
+	char port_path[64];
+	int connected;
+	int discarding;          /* after a fatal framing error: drop input until reconnect */
+	uint64_t next_port_check;
+	uint64_t next_sweep; /* ms; see sweep_cgroups in the main loop */
+	int sigfd;
+
+	unsigned char *in;       /* frame being received */
+	size_t in_len;
+
+	struct buf out;          /* encoded frames waiting for the port */
+	size_t out_frame_left;   /* bytes of the frame at the head of `out` not yet written */
+	struct buf frame_sizes;  /* u32 sizes of queued frames, to drop partial ones on disconnect */
+
+	struct stream *streams;
+	int nstreams;
+
+	char **base_env;         /* from configure, "K=V" */
+	char *workdir;
+	unsigned long long cpu_last_total, cpu_last_idle;
+	unsigned exec_seq;
+	int shutting_down;
+	int test_mode; /* not PID 1: never touch the machine (clock, hostname, mounts, power) */
+};
+
+extern struct agent A;
+
+/* streams.c */
+int buf_put(struct buf *b, const void *p, size_t n);
+void buf_drop(struct buf *b, size_t n);
+void enqueue(uint8_t kind, uint32_t stream, const void *payload, size_t n);
+void send_json(uint8_t kind, uint32_t stream, jbuf *jb);
+void send_error_obj(uint8_t kind, uint32_t stream, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+#define reply_error(id, code, ...) send_error_obj(K_RESPONSE, id, code, __VA_ARGS__)
+void reply_ok(uint32_t id);
+const char *errno_code(int e);
+void send_window(struct stream *s, int force);
+struct stream *find_stream(uint32_t id);
+struct stream *new_stream(uint32_t id, enum skind kind);
+void close_fd(int *fd);
+void free_stream(struct stream *s);
+
+/* process.c */
+void kill_proc_tree(struct stream *s, int sig);
+int pump_fd(struct stream *s, int *fd, uint8_t kind);
+int drain_fd(struct stream *s, int *fd, uint8_t kind);
+int pipe_pending(int fd);
+int proc_try_finish(struct stream *s);
+void reap(void);
+void flush_input(struct stream *s, struct buf *b, int *fd, int is_stdin);
+void op_signal(uint32_t id, const jval *req);
+void op_resize(uint32_t id, const jval *req);
+
+/* exec.c */
+void env_free(char **e);
+const char *env_apply(char ***envp, size_t *n, const jval *v);
+void sweep_cgroups(void);
+void op_exec(uint32_t id, const jval *req);
+
+/* files.c */
+void op_read_file(uint32_t id, const jval *req);
+void read_file_step(struct stream *s);
+void op_write_file(uint32_t id, const jval *req);
+void write_file_data(struct stream *s, const char *p, size_t n);
+void write_file_finish(struct stream *s);
+void op_list_dir(uint32_t id, const jval *req);
+
+/* configure.c */
+void op_configure(uint32_t id, const jval *req);
+void op_metrics(uint32_t id);
+void send_hello(uint8_t kind, uint32_t id);
+void op_shutdown(uint32_t id, const jval *req);
+
+/* agent.c */
+void flush_out_blocking(int ms);
 
 #endif

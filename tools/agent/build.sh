@@ -55,7 +55,7 @@ else
   mkdir -p "$cache"
   tmp="$(mktemp -d "$cache/.build-XXXXXX")"
   trap 'rm -rf "$tmp"' EXIT
-  musl-gcc "${cflags[@]}" -o "$tmp/msb-agent" "$src"/agent.c "$src"/boot.c "$src"/json.c
+  musl-gcc "${cflags[@]}" -o "$tmp/msb-agent" "$src"/*.c
 
   stage="$tmp/stage"
   mkdir -p "$stage"/{dev,proc,sys,mnt,run,tmp,msb/repl}
