@@ -60,6 +60,7 @@ runMain(
       gidBase: config.vmGidBase,
       grantsDir: join(config.msbHome, "run", "volume-grants"),
       extraGroups: await kvmGroup(),
+      vmRoots: [config.sandboxesDir, config.templatesDir, config.templateMemoryDir],
     });
     for (const dir of await identities.reapGrants()) {
       logger.warn({ dir }, "took back a volume grant an earlier vmm-agent left");

@@ -457,6 +457,30 @@ describe("stop", () => {
     expect((await lstat(join(rwVolume, "suid-sh"))).uid).toBe(0);
   });
 
+  it("gives a stopped VM's disk to root: the next VM, given its uid, cannot open it", async () => {
+    // Runs after the test above stopped PUBLIC: its uid is free and is the next one out.
+    const stoppedDisk = join(vmDir(PUBLIC), "scratch.ext4");
+    await createVm("other/next", {});
+    const status = await procStatus(await vmPid("other/next"));
+    const opened = await run("setpriv", [
+      `--reuid=${status["Uid"]!.split(/\s+/)[0]}`,
+      `--regid=${status["Gid"]!.split(/\s+/)[0]}`,
+      `--groups=${status["Groups"]}`,
+      "--",
+      "head",
+      "-c",
+      "1",
+      stoppedDisk,
+    ]).then(
+      () => "read",
+      (err: { stderr?: string }) => err.stderr ?? "failed",
+    );
+    expect(opened).toContain("Permission denied");
+    const st = await lstat(stoppedDisk);
+    expect([st.uid, st.mode & 0o077]).toEqual([0, 0]);
+    await unary(agent.client, "stopVm", { vmId: "other/next", timeoutMs: 0, removeDisk: true });
+  });
+
   it("removes its firewall chain when the vmm-agent stops", async () => {
     const chain = `MSB-PUB-${ID_BASE + 1}`;
     expect(await firewallRules()).toContain(`--gid-owner ${ID_BASE + 1} -j ${chain}`);

@@ -96,6 +96,79 @@ describe.skipIf(!isRoot)("VM identities as root (needs root and the acl package)
     await ids.release("ns/a");
   });
 
+  /** What opening `path` for reading as `creds` gives: "opened" or the error. */
+  async function openAs(
+    creds: { uid: number; gid: number; groups: readonly number[] } | undefined,
+    path: string,
+  ): Promise<string> {
+    const asVm = [
+      `--reuid=${creds!.uid}`,
+      `--regid=${creds!.gid}`,
+      `--groups=${creds!.groups.join(",")}`,
+    ];
+    return run("setpriv", [...asVm, "--", "sh", "-c", `exec 3<"$1"`, "sh", path]).then(
+      () => "opened",
+      (err: { stderr?: string }) =>
+        (err.stderr ?? "").includes("Permission denied") ? "denied" : (err.stderr ?? "?"),
+    );
+  }
+
+  it("gives a stopped VM's directory and disk to root: the next VM with its uid opens none", async () => {
+    const { vmDir, disk } = await setup();
+    const ids = createVmIdentities({ ...options, vmRoots: [join(root, "home")] });
+    const a = await ids.assign("ns/a", {
+      network: "public",
+      dir: vmDir,
+      ownFiles: [disk],
+      volumes: [],
+    });
+    // What A's QEMU made in its directory, under its uid.
+    const made = join(vmDir, "console.log");
+    await writeFile(made, "A's console", { mode: 0o600 });
+    await chown(made, a.credentials!.uid, a.credentials!.gid);
+    await ids.release("ns/a");
+    const otherDir = join(root, "home", "sandboxes", "other", "b");
+    await mkdir(otherDir, { recursive: true, mode: 0o700 });
+    const b = await ids.assign("other/b", {
+      network: "public",
+      dir: otherDir,
+      ownFiles: [],
+      volumes: [],
+    });
+    expect(b.credentials?.uid).toBe(a.credentials?.uid);
+    for (const path of [disk, made, vmDir]) {
+      expect({ path, as: await openAs(b.credentials, path) }).toEqual({ path, as: "denied" });
+      const st = await stat(path);
+      expect({ path, uid: st.uid, other: st.mode & 0o077 }).toEqual({ path, uid: 0, other: 0 });
+    }
+    expect(await openAs(b.credentials, otherDir)).toBe("opened");
+    await ids.release("other/b");
+  });
+
+  it("takes a uid's files back before handing it out again after a vmm-agent died", async () => {
+    const { vmDir, disk } = await setup();
+    const crashed = createVmIdentities({ ...options, vmRoots: [join(root, "home")] });
+    const a = await crashed.assign("ns/a", {
+      network: "public",
+      dir: vmDir,
+      ownFiles: [disk],
+      volumes: [],
+    });
+    // No release: the process died. The next one hands the same uid to another VM.
+    const next = createVmIdentities({ ...options, vmRoots: [join(root, "home")] });
+    const otherDir = join(root, "home", "sandboxes", "other", "b");
+    await mkdir(otherDir, { recursive: true, mode: 0o700 });
+    const b = await next.assign("other/b", {
+      network: "public",
+      dir: otherDir,
+      ownFiles: [],
+      volumes: [],
+    });
+    expect(b.credentials?.uid).toBe(a.credentials?.uid);
+    expect(await openAs(b.credentials, disk)).toBe("denied");
+    await next.release("other/b");
+  });
+
   it("undoes at the next start the grants of a vmm-agent that died with VMs running", async () => {
     const { vmDir, volume, disk } = await setup();
     const grantsDir = join(root, "grants");

@@ -55,6 +55,12 @@ export interface VmIdentityOptions {
   readonly grantsDir?: string;
   /** More supplementary groups for every QEMU, e.g. the group of /dev/kvm. */
   readonly extraGroups?: readonly number[];
+  /**
+   * Directories holding what VMs own (sandboxes, templates, template RAM). When a dedicated
+   * uid is released, and again before it is handed out, whatever in them that uid still owns
+   * goes to root (0600/0700): the next VM given the uid reaches none of it.
+   */
+  readonly vmRoots?: readonly string[];
 }
 
 /**
@@ -234,6 +240,37 @@ async function reownTree(dir: string, uid: number, owner: { uid: number; gid: nu
   }
 }
 
+/**
+ * Gives to root (0600 for a file, 0700 for a directory) every entry under `path` owned by
+ * `uid`, never following a symlink (a symlink itself only changes owner). Missing is fine.
+ */
+export async function reclaimTree(path: string, uid: number): Promise<void> {
+  const st = await lstat(path).catch(() => undefined);
+  if (st === undefined) return;
+  if (st.isDirectory()) {
+    const entries = await readdir(path).catch(() => []);
+    for (const name of entries) await reclaimTree(join(path, name), uid);
+  }
+  if (st.uid !== uid) return;
+  if (!st.isFile() && !st.isDirectory()) {
+    await lchown(path, 0, 0).catch(() => undefined);
+    return;
+  }
+  const handle = await open(
+    path,
+    constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK,
+  ).catch(() => undefined);
+  if (handle === undefined) return;
+  try {
+    const now = await handle.stat();
+    if (now.ino !== st.ino || now.dev !== st.dev) return;
+    await handle.chown(0, 0);
+    await handle.chmod(now.isDirectory() ? 0o700 : 0o600);
+  } finally {
+    await handle.close();
+  }
+}
+
 /** Allocates and releases VM identities for one vmm-agent. */
 export interface VmIdentities {
   readonly gids: VmGids;
@@ -327,12 +364,23 @@ export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
   }
   const searchable = new Set<string>();
 
-  function allocate(vmId: string): number {
+  /** What `uid` still owns under the VM roots goes to root. */
+  async function reclaim(uid: number): Promise<void> {
+    for (const dir of options.vmRoots ?? []) await reclaimTree(dir, uid);
+  }
+
+  /**
+   * Takes the lowest free uid (synchronously, so two creates never get the same one), then
+   * checks that it owns nothing any more: an earlier vmm-agent may have died before its
+   * release.
+   */
+  async function allocate(vmId: string): Promise<number> {
     const used = new Set(uids.values());
     for (let i = 0; i < options.uidCount; i++) {
       const uid = options.uidBase + i;
       if (!used.has(uid)) {
         uids.set(vmId, uid);
+        await reclaim(uid);
         return uid;
       }
     }
@@ -360,7 +408,7 @@ export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
       });
       if (decision.kind === "server") return { vmId, kind: "server" };
       const gid = request.network === "any" ? gids.anyNet : gids.publicNet;
-      const uid = decision.kind === "volume-owner" ? decision.uid : allocate(vmId);
+      const uid = decision.kind === "volume-owner" ? decision.uid : await allocate(vmId);
       const identity: VmIdentity = {
         vmId,
         kind: decision.kind,
@@ -418,7 +466,10 @@ export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
     async release(vmId) {
       const uid = uids.get(vmId);
       const held = volumes.get(vmId) ?? [];
-      if (uid !== undefined) await undoHeldGrants(uid, grants.get(vmId) ?? [], held);
+      if (uid !== undefined) {
+        await undoHeldGrants(uid, grants.get(vmId) ?? [], held);
+        await reclaim(uid);
+      }
       const path = recordPath(vmId);
       if (path !== undefined) await rm(path, { force: true });
       await Promise.all(held.map((h) => h.close()));
