@@ -31,6 +31,14 @@ export interface PolicyConfig {
    * sandboxes) and MSB_CACHE_DIR (the kernel, agent and rootfs files every VM shares).
    */
   readonly volumeDenied: readonly string[];
+  /**
+   * Registries (`docker.io`, `ghcr.io`, `localhost:5000`) from which `sandbox.start` with a
+   * namespace-bound key may pull a missing image (`MSB_NAMESPACE_PULL_REGISTRIES`, comma
+   * separated, default `docker.io`). Such keys are denied `image.pull`; without this list a
+   * start would make the server contact any registry (SSRF). All-namespaces keys pull as
+   * `image.pull` does; the image service's own registry list applies to everyone.
+   */
+  readonly namespacePullRegistries: readonly string[];
   /** Inclusive range of host ports a port forward may bind. */
   readonly portRange: { readonly min: number; readonly max: number };
   /** Host ports never forwarded (the server's own port). */
@@ -102,6 +110,7 @@ const envSchema = z.object({
     .regex(/^\d{1,5}-\d{1,5}$/, "must look like 10000-65535")
     .default("10000-65535"),
   MSB_ALLOW_NETWORK_ANY: boolFlag,
+  MSB_NAMESPACE_PULL_REGISTRIES: z.string().default("docker.io"),
   MSB_MAX_MEMORY_MIB: int(64, 1024 * 1024).default(16384),
   MSB_MAX_CPUS: int(1, 256).default(16),
   MSB_BODY_LIMIT_BYTES: int(1024, 1024 * MIB).default(10 * MIB),
@@ -187,6 +196,9 @@ export function loadConfig(
       portRange,
       portsDenied: e.MSB_PORT === 0 ? [] : [e.MSB_PORT],
       allowNetworkAny: e.MSB_ALLOW_NETWORK_ANY || e.MSB_DEV,
+      namespacePullRegistries: e.MSB_NAMESPACE_PULL_REGISTRIES.split(",")
+        .map((r) => r.trim().toLowerCase())
+        .filter((r) => r !== ""),
       maxMemoryMib: e.MSB_MAX_MEMORY_MIB,
       maxCpus: e.MSB_MAX_CPUS,
     },

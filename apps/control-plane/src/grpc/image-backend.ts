@@ -22,9 +22,9 @@ export interface GrpcImageBackend extends ImageBackend {
 export function createGrpcImageBackend(options: GrpcImageBackendOptions): GrpcImageBackend {
   const client = new ImageServiceClient(options.address, createGrpcChannelCredentials());
   return {
-    async prepareRootfs(reference, signal) {
+    async prepareRootfs(reference, signal, prepareOptions) {
       const stream = client.prepareRootfs(
-        { reference, platform: "", pullIfMissing: true },
+        { reference, platform: "", pullIfMissing: prepareOptions?.pullIfMissing ?? true },
         { deadline: new Date(Date.now() + options.prepareRootfsMs) },
       );
       let rootfs: PreparedRootfs | undefined;

@@ -17,8 +17,20 @@ export interface PreparedRootfs {
   readonly workdir: string;
 }
 
+export interface PrepareRootfsOptions {
+  /**
+   * Pull the image when it is not in the local store. Default true. False for callers that
+   * may not make the server contact that registry: a missing image is then IMAGE_NOT_FOUND.
+   */
+  readonly pullIfMissing?: boolean;
+}
+
 export interface ImageBackend {
-  prepareRootfs(reference: string, signal: AbortSignal): Promise<PreparedRootfs>;
+  prepareRootfs(
+    reference: string,
+    signal: AbortSignal,
+    options?: PrepareRootfsOptions,
+  ): Promise<PreparedRootfs>;
   /** Resolves when the service answers; throws SERVICE_UNAVAILABLE when it does not. */
   ping(signal: AbortSignal): Promise<void>;
 }

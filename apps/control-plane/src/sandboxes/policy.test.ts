@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { PolicyConfig } from "../config.js";
-import { createSandboxPolicy } from "./policy.js";
+import { createSandboxPolicy, registryOf } from "./policy.js";
 import { sandboxConfigSchema } from "./schemas.js";
 
 const base: PolicyConfig = {
@@ -11,6 +11,7 @@ const base: PolicyConfig = {
   allowNetworkAny: false,
   maxMemoryMib: 4096,
   maxCpus: 4,
+  namespacePullRegistries: ["docker.io", "localhost:5000"],
 };
 // Paths "exist" and resolve to themselves, except a symlink that points outside.
 const realpath = (p: string) => (p === "/srv/data/link" ? "/etc" : p);
@@ -80,5 +81,28 @@ describe("sandbox policy", () => {
     expect(codeOf(() => check({ cpus: 8 }))).toBe("POLICY_DENIED");
     expect(codeOf(() => check({ network: "any" }))).toBe("POLICY_DENIED");
     expect(check({ network: "any" }, { ...base, allowNetworkAny: true }).network).toBe("any");
+  });
+});
+
+describe("registries a namespace key may pull from", () => {
+  it.each([
+    ["python", "docker.io"],
+    ["python:3.12", "docker.io"],
+    ["microsandbox/python", "docker.io"],
+    ["ghcr.io/a/b:1", "ghcr.io"],
+    ["LOCALHOST/a", "docker.io"],
+    ["localhost/a", "localhost"],
+    ["127.0.0.1:9/x/y", "127.0.0.1:9"],
+    ["[::1]:5000/x", "[::1]:5000"],
+  ])("%s is from %s", (reference, registry) => {
+    expect(registryOf(reference)).toBe(registry);
+  });
+
+  it("allows only the configured registries", () => {
+    const policy = createSandboxPolicy(base, { realpath });
+    expect(policy.namespaceMayPull("python")).toBe(true);
+    expect(policy.namespaceMayPull("localhost:5000/a/b")).toBe(true);
+    expect(policy.namespaceMayPull("127.0.0.1:5000/a/b")).toBe(false);
+    expect(policy.namespaceMayPull("169.254.169.254/latest")).toBe(false);
   });
 });

@@ -22,6 +22,22 @@ export interface SandboxPolicy {
    * symlink and the operator may have tightened the policy. Same errors as `check`.
    */
   recheck(config: SandboxConfig): SandboxConfig;
+  /** May a namespace-bound key make the server pull this (missing) image? */
+  namespaceMayPull(reference: string): boolean;
+  /** POLICY_DENIED for a missing image a namespace-bound key may not pull. */
+  pullDenied(reference: string, cause: unknown): MsbError;
+}
+
+/**
+ * The registry host of an image reference by Docker's rule: the first path component when it
+ * contains `.` or `:` or is `localhost`, else Docker Hub.
+ */
+export function registryOf(reference: string): string {
+  const slash = reference.indexOf("/");
+  const first = slash === -1 ? "" : reference.slice(0, slash);
+  return first.includes(".") || first.includes(":") || first === "localhost"
+    ? first.toLowerCase()
+    : "docker.io";
 }
 
 export interface SandboxPolicyDeps {
@@ -172,6 +188,17 @@ export function createSandboxPolicy(
 
   return {
     check,
+    namespaceMayPull: (reference) =>
+      policy.namespacePullRegistries.includes(registryOf(reference.trim())),
+    pullDenied: (reference, cause) => {
+      const registry = registryOf(reference.trim());
+      const allowed = policy.namespacePullRegistries;
+      return new MsbError(
+        "POLICY_DENIED",
+        `Image ${reference} is not on this server, and a key bound to a namespace may only pull from ${allowed.length === 0 ? "no registry" : allowed.join(", ")} (MSB_NAMESPACE_PULL_REGISTRIES), not from ${registry}. Ask the operator to pull it ('msb pull ${reference}'), or use an image from an allowed registry.`,
+        { details: { field: "config.image", registry, allowedRegistries: allowed }, cause },
+      );
+    },
     recheck: (config) =>
       check({
         image: config.image,

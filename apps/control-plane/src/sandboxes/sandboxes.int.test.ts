@@ -543,6 +543,56 @@ describe("host resource policy", () => {
     }
   });
 
+  it("lets a namespace key start only images present or from a registry allowed for it (no pull through sandbox.start)", async () => {
+    const h = await createHarness();
+    try {
+      const key = h.key("team");
+      // The SSRF: a loopback "registry" that only the server can reach.
+      h.image.missing.add("127.0.0.1:9/x/y");
+      const ssrf = await h.rpc(
+        "sandbox.start",
+        start("a", { ...PY, image: "127.0.0.1:9/x/y" }, "team"),
+        { key },
+      );
+      expect(ssrf.json().error).toMatchObject({
+        data: { code: "POLICY_DENIED", field: "config.image", registry: "127.0.0.1:9" },
+      });
+      expect(ssrf.json().error.message).toMatch(/MSB_NAMESPACE_PULL_REGISTRIES/);
+      expect(h.image.pulled).toEqual([]);
+      expect(h.vmm.created).toHaveLength(0);
+      // Present images start; Docker Hub (the default allow-list for namespace keys) is pulled.
+      const present = await h.rpc(
+        "sandbox.start",
+        start("b", { ...PY, image: "127.0.0.1:9/present" }, "team"),
+        { key },
+      );
+      expect(present.statusCode).toBe(200);
+      h.image.missing.add("library/node");
+      const hub = await h.rpc(
+        "sandbox.start",
+        start("c", { ...PY, image: "library/node" }, "team"),
+        {
+          key,
+        },
+      );
+      expect(hub.statusCode).toBe(200);
+      expect(h.image.pulled).toEqual(["library/node"]);
+      // An all-namespaces key is host-wide, as for image.pull: the image service's own
+      // registry list decides.
+      const admin = await h.rpc(
+        "sandbox.start",
+        start("d", { ...PY, image: "127.0.0.1:9/x/y" }, "team"),
+        {
+          key: h.key("*"),
+        },
+      );
+      expect(admin.statusCode).toBe(200);
+      expect(h.image.pulled).toEqual(["library/node", "127.0.0.1:9/x/y"]);
+    } finally {
+      await h.close();
+    }
+  });
+
   it("allows port forwards only in the range and never the server's port", async () => {
     const h = await createHarness({
       dev: true,

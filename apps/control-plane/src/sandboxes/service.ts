@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { MsbError, type ErrorCode } from "@msb/errors";
+import { ALL_NAMESPACES } from "@msb/keys";
 import type { Logger } from "@msb/runtime";
 import { assertMayAccess, mayAccess, type Caller } from "../auth/caller.js";
 import type {
@@ -385,7 +386,18 @@ export function createSandboxService(
         store.apply(namespace, name, { type: "start" }, { config, configHash: hash, vmId });
         let vmRequested = false;
         try {
-          const rootfs = await image.prepareRootfs(config.image, lifecycle);
+          // A namespace-bound key may not pull (image.pull is host-wide): it gets images
+          // already present, or from the registries the operator allows for such keys.
+          const pullIfMissing =
+            caller.scope === ALL_NAMESPACES || policy.namespaceMayPull(config.image);
+          const rootfs = await image
+            .prepareRootfs(config.image, lifecycle, { pullIfMissing })
+            .catch((err: unknown) => {
+              if (!pullIfMissing && err instanceof MsbError && err.code === "IMAGE_NOT_FOUND") {
+                throw policy.pullDenied(config.image, err);
+              }
+              throw err;
+            });
           vmRequested = true;
           const vm = await vmm.createVm(
             {

@@ -10,6 +10,7 @@ import type {
   HostInfo,
   ImageBackend,
   OutputEvent,
+  PrepareRootfsOptions,
   PreparedRootfs,
   RunCodeRequest,
   RunCodeResultEvent,
@@ -33,10 +34,29 @@ export class FakeImageBackend implements ImageBackend {
   /** Thrown by prepareRootfs when set (e.g. IMAGE_NOT_FOUND). */
   failWith: Error | undefined;
   readonly prepared: string[] = [];
+  /** Images not in the store: prepareRootfs pulls them (and records it) only when allowed to. */
+  readonly missing = new Set<string>();
+  /** References pulled because they were missing. */
+  readonly pulled: string[] = [];
 
-  prepareRootfs(reference: string): Promise<PreparedRootfs> {
+  prepareRootfs(
+    reference: string,
+    _signal?: AbortSignal,
+    options?: PrepareRootfsOptions,
+  ): Promise<PreparedRootfs> {
     if (this.down) return Promise.reject(down("image service"));
     if (this.failWith !== undefined) return Promise.reject(this.failWith);
+    if (this.missing.has(reference)) {
+      if (options?.pullIfMissing === false) {
+        return Promise.reject(
+          new MsbError("IMAGE_NOT_FOUND", `No image ${reference} in the local store.`, {
+            details: { reference },
+          }),
+        );
+      }
+      this.missing.delete(reference);
+      this.pulled.push(reference);
+    }
     this.prepared.push(reference);
     return Promise.resolve({
       path: `/fake/rootfs/${reference.replace(/[^A-Za-z0-9]/g, "_")}.erofs`,
