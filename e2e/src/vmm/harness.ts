@@ -1,20 +1,27 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { readFile, readdir } from "node:fs/promises";
+import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { createServer, type AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { expect } from "vitest";
 import type { MsbError } from "@msb/errors";
 import {
   ExecRequest,
+  NetworkMode,
   OutputStream,
   RunCodeRequest,
+  RunStatus,
   VmmServiceClient,
   callUnary,
   createGrpcChannelCredentials,
   fromServiceError,
   readServerStream,
+  type CreateVmResponse,
   type ExecResult,
+  type GetHostInfoResponse,
   type RunCodeResult,
 } from "@msb/proto";
 
@@ -51,6 +58,41 @@ export async function guestArtifacts(): Promise<{
 /** Builds the workspace so `apps/vmm-agent/dist` is current. */
 export async function buildVmmAgent(): Promise<void> {
   await run("npx", ["tsc", "-b", "apps/vmm-agent"], { cwd: REPO_ROOT, timeout: 300_000 });
+}
+
+export type GuestArtifacts = Awaited<ReturnType<typeof guestArtifacts>>;
+
+/**
+ * What every file's `beforeAll` starts with: the guest artifacts, a built vmm-agent and a
+ * fresh temporary root (`prefix` names it) for MSB_HOME, volumes and whatever the file needs.
+ */
+export async function prepare(
+  prefix: string,
+): Promise<{ artifacts: GuestArtifacts; root: string }> {
+  const [artifacts] = await Promise.all([guestArtifacts(), buildVmmAgent()]);
+  return { artifacts, root: await mkdtemp(join(tmpdir(), prefix)) };
+}
+
+/** The vmm-agent's guest kernel and initramfs settings. */
+export function guestEnv(artifacts: GuestArtifacts): Record<string, string> {
+  return { MSB_KERNEL: artifacts.kernelPath, MSB_INITRAMFS: artifacts.initramfsPath };
+}
+
+/**
+ * What every file's `afterAll` does: stops the vmm-agent, asserts that nothing of ours is
+ * left (no QEMU mentioning `root`; with `memoryDir`, no template RAM file) and removes them.
+ */
+export async function stopAndCheckClean(
+  agent: VmmAgentProcess | undefined,
+  root: string | undefined,
+  memoryDir?: string,
+): Promise<void> {
+  await agent?.stop();
+  if (root === undefined) return;
+  expect(await qemuPidsMentioning(root)).toEqual([]);
+  if (memoryDir !== undefined) expect(await readdir(memoryDir).catch(() => [])).toEqual([]);
+  await rm(root, { recursive: true, force: true });
+  if (memoryDir !== undefined) await rm(memoryDir, { recursive: true, force: true });
 }
 
 export interface VmmAgentProcess {
@@ -128,6 +170,64 @@ export interface Collected<R> {
   readonly stdout: string;
   readonly stderr: string;
   readonly result: R;
+}
+
+/** A guest environment with the usual PATH (the image sets none of its own). */
+export const PATH_ENV: readonly string[] = ["PATH=/usr/local/bin:/usr/bin:/bin"];
+
+/**
+ * CreateVm of the e2e rootfs with the settings most tests share (256 MiB, 1 vCPU, no env,
+ * volumes or ports, public network, 64 MiB disk quota); `fields` overrides any of them.
+ */
+export function createVm(
+  client: VmmServiceClient,
+  rootfsPath: string,
+  vmId: string,
+  fields: Record<string, unknown> = {},
+): Promise<CreateVmResponse> {
+  return unary(client, "createVm", {
+    vmId,
+    rootfsPath,
+    imageReference: "e2e/bookworm-python-node",
+    manifestDigest: "",
+    memoryMib: 256,
+    vcpus: 1,
+    env: [],
+    workdir: "",
+    volumes: [],
+    ports: [],
+    network: NetworkMode.NETWORK_MODE_PUBLIC,
+    diskQuotaBytes: 64 * 1024 * 1024,
+    hostname: "",
+    bootTimeoutMs: 0,
+    keepDisk: false,
+    ...fields,
+  });
+}
+
+/** Host info (templates there have no event to wait on from outside: tests poll it). */
+export function hostInfo(client: VmmServiceClient): Promise<GetHostInfoResponse> {
+  return unary(client, "getHostInfo", {});
+}
+
+/** Runs a Python cell in the VM's REPL, asserts it succeeded, returns its stdout. */
+export async function python(
+  client: VmmServiceClient,
+  vmId: string,
+  code: string,
+): Promise<string> {
+  const r = await runCode(client, { vmId, language: "python", code });
+  expect(r.result.status, r.stderr).toBe(RunStatus.RUN_STATUS_SUCCESS);
+  return r.stdout;
+}
+
+/** A TCP port on 127.0.0.1 nobody listens on right now. */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }
 
 /** Runs an Exec to its end and collects its output. */

@@ -1,21 +1,24 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { lookup } from "node:dns/promises";
-import { chown, lstat, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
-import { createServer, connect, type AddressInfo, type Server } from "node:net";
-import { networkInterfaces, tmpdir } from "node:os";
+import { chown, lstat, mkdir, readFile, symlink, writeFile } from "node:fs/promises";
+import { connect, createServer, type AddressInfo, type Server } from "node:net";
+import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NetworkMode, RunStatus, type GetHostInfoResponse, type ListVmsResponse } from "@msb/proto";
 import {
-  buildVmmAgent,
+  createVm as createTestVm,
   exec,
-  guestArtifacts,
-  qemuPidsMentioning,
+  freePort,
+  guestEnv,
+  prepare,
   runCode,
   startVmmAgent,
+  stopAndCheckClean,
   unary,
+  type GuestArtifacts,
   type VmmAgentProcess,
 } from "./harness.js";
 
@@ -34,7 +37,7 @@ const OWNER_UID = 4242;
 
 let root: string;
 let agent: VmmAgentProcess;
-let artifacts: Awaited<ReturnType<typeof guestArtifacts>>;
+let artifacts: GuestArtifacts;
 let rwVolume: string;
 let roVolume: string;
 let ownedVolume: string;
@@ -57,33 +60,9 @@ async function greeter(host: string, greeting: string): Promise<number> {
   return (server.address() as AddressInfo).port;
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 function createVm(vmId: string, extra: Record<string, unknown>): Promise<unknown> {
-  return unary(agent.client, "createVm", {
-    vmId,
-    rootfsPath: artifacts.rootfsPath,
-    imageReference: "e2e/bookworm-python-node",
-    manifestDigest: "",
-    memoryMib: 256,
-    vcpus: 1,
-    env: [],
-    workdir: "",
-    volumes: [],
-    ports: [],
-    network: NetworkMode.NETWORK_MODE_PUBLIC,
-    diskQuotaBytes: 64 * 1024 * 1024,
-    hostname: "",
-    bootTimeoutMs: 240_000,
-    keepDisk: false,
-    ...extra,
-  });
+  const fields = { bootTimeoutMs: 240_000, ...extra };
+  return createTestVm(agent.client, artifacts.rootfsPath, vmId, fields);
 }
 
 /** Runs a python3 script in the guest and returns its stdout. */
@@ -143,8 +122,7 @@ async function firewallRules(): Promise<string> {
 }
 
 beforeAll(async () => {
-  [artifacts] = await Promise.all([guestArtifacts(), buildVmmAgent()]);
-  root = await mkdtemp(join(tmpdir(), "msb-e2e-isolation-"));
+  ({ artifacts, root } = await prepare("msb-e2e-isolation-"));
   rwVolume = join(root, "rw");
   roVolume = join(root, "ro");
   ownedVolume = join(root, "owned");
@@ -165,8 +143,7 @@ beforeAll(async () => {
   forwardedPort = await freePort();
 
   agent = await startVmmAgent(join(root, "home"), {
-    MSB_KERNEL: artifacts.kernelPath,
-    MSB_INITRAMFS: artifacts.initramfsPath,
+    ...guestEnv(artifacts),
     MSB_MAX_VMS: "3",
     MSB_ACCEL: "tcg",
     MSB_VM_UID_BASE: String(ID_BASE),
@@ -188,12 +165,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await agent?.stop();
+  await stopAndCheckClean(agent, root);
   for (const server of servers) server.close();
-  if (root !== undefined) {
-    expect(await qemuPidsMentioning(root)).toEqual([]);
-    await rm(root, { recursive: true, force: true });
-  }
 });
 
 describe("QEMU process", () => {

@@ -1,71 +1,43 @@
-import { mkdtemp, readdir, rm } from "node:fs/promises";
-import { createConnection, createServer, type AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
+import { readdir } from "node:fs/promises";
+import { createConnection } from "node:net";
 import { basename, join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { NetworkMode, type CreateVmResponse, type GetHostInfoResponse } from "@msb/proto";
 import {
-  NetworkMode,
-  RunStatus,
-  type CreateVmResponse,
-  type GetHostInfoResponse,
-} from "@msb/proto";
-import {
-  buildVmmAgent,
+  createVm as createTestVm,
   eventually,
   exec,
-  guestArtifacts,
+  freePort,
+  guestEnv,
+  hostInfo as vmmHostInfo,
+  PATH_ENV,
+  prepare,
+  python as runPython,
   qemuConfinement,
-  qemuPidsMentioning,
-  runCode,
   startVmmAgent,
+  stopAndCheckClean,
   unary,
+  type GuestArtifacts,
   type VmmAgentProcess,
 } from "./harness.js";
 
 // The warm pool with real QEMU: restored clones wait paused (QMP stop) and a create claims
 // one (cont + identity + reseed); the pool refills behind it.
 
-const MEMORY_MIB = 256;
-
 let root: string;
 let memoryDir: string;
-let artifacts: Awaited<ReturnType<typeof guestArtifacts>>;
+let artifacts: GuestArtifacts;
 let agent: VmmAgentProcess;
 let coldPid = 0;
 
 function createVm(vmId: string, extra: Record<string, unknown> = {}): Promise<CreateVmResponse> {
-  return unary(agent.client, "createVm", {
-    vmId,
-    rootfsPath: artifacts.rootfsPath,
-    imageReference: "e2e/bookworm-python-node",
-    manifestDigest: "",
-    memoryMib: MEMORY_MIB,
-    vcpus: 1,
-    env: ["PATH=/usr/local/bin:/usr/bin:/bin"],
-    workdir: "",
-    volumes: [],
-    ports: [],
-    network: NetworkMode.NETWORK_MODE_PUBLIC,
-    diskQuotaBytes: 64 * 1024 * 1024,
-    hostname: "",
-    bootTimeoutMs: 0,
-    keepDisk: false,
-    ...extra,
-  });
-}
-
-/** A TCP port nobody listens on right now. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
+  const fields = { env: PATH_ENV, ...extra };
+  return createTestVm(agent.client, artifacts.rootfsPath, vmId, fields);
 }
 
 function hostInfo(): Promise<GetHostInfoResponse> {
-  return unary(agent.client, "getHostInfo", {});
+  return vmmHostInfo(agent.client);
 }
 
 async function poolFull(): Promise<string> {
@@ -108,19 +80,15 @@ async function pooledDirs(key: string): Promise<string[]> {
   return (await readdir(dir).catch(() => [])).map((d) => join(dir, d));
 }
 
-async function python(vmId: string, code: string): Promise<string> {
-  const r = await runCode(agent.client, { vmId, language: "python", code });
-  expect(r.result.status, r.stderr).toBe(RunStatus.RUN_STATUS_SUCCESS);
-  return r.stdout;
+function python(vmId: string, code: string): Promise<string> {
+  return runPython(agent.client, vmId, code);
 }
 
 beforeAll(async () => {
-  [artifacts] = await Promise.all([guestArtifacts(), buildVmmAgent()]);
-  root = await mkdtemp(join(tmpdir(), "msb-e2e-pool-"));
+  ({ artifacts, root } = await prepare("msb-e2e-pool-"));
   memoryDir = join("/dev/shm", basename(root));
   agent = await startVmmAgent(join(root, "home"), {
-    MSB_KERNEL: artifacts.kernelPath,
-    MSB_INITRAMFS: artifacts.initramfsPath,
+    ...guestEnv(artifacts),
     // Room for the three claimed VMs of these tests, the seed VM and the pool: a create
     // that needs the pool's slot evicts it (and would be a restore instead of a claim).
     MSB_MAX_VMS: "6",
@@ -133,16 +101,8 @@ beforeAll(async () => {
   coldPid = cold.vm?.pid ?? 0;
 });
 
-afterAll(async () => {
-  await agent?.stop();
-  if (root !== undefined) {
-    // stopAll takes the pooled VMs down too.
-    expect(await qemuPidsMentioning(root)).toEqual([]);
-    expect(await readdir(memoryDir).catch(() => [])).toEqual([]);
-    await rm(root, { recursive: true, force: true });
-    await rm(memoryDir, { recursive: true, force: true });
-  }
-});
+// stopAll takes the pooled VMs down too.
+afterAll(() => stopAndCheckClean(agent, root, memoryDir));
 
 describe("warm pool", () => {
   it("keeps a restored clone paused, hands it to the next create and refills", async () => {

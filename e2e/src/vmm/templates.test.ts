@@ -1,25 +1,25 @@
-import { mkdtemp, readdir, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  NetworkMode,
-  RunStatus,
-  type CreateVmResponse,
-  type GetHostInfoResponse,
-  type ListVmsResponse,
-  type StopVmResponse,
+import type {
+  CreateVmResponse,
+  GetHostInfoResponse,
+  ListVmsResponse,
+  StopVmResponse,
 } from "@msb/proto";
 import {
-  buildVmmAgent,
+  createVm as createTestVm,
   eventually,
   exec,
-  guestArtifacts,
+  guestEnv,
+  hostInfo as vmmHostInfo,
+  PATH_ENV,
+  prepare,
+  python as runPython,
   qemuConfinement,
-  qemuPidsMentioning,
-  runCode,
   startVmmAgent,
+  stopAndCheckClean,
   unary,
+  type GuestArtifacts,
   type VmmAgentProcess,
 } from "./harness.js";
 
@@ -28,33 +28,16 @@ import {
 // restored from it, each with its own identity, entropy and disk.
 
 const MEMORY_MIB = 256;
-const QUOTA_BYTES = 64 * 1024 * 1024;
 
 let root: string;
 let memoryDir: string;
-let artifacts: Awaited<ReturnType<typeof guestArtifacts>>;
+let artifacts: GuestArtifacts;
 let agent: VmmAgentProcess;
 let coldPid = 0;
 
 function createVm(vmId: string, extra: Record<string, unknown> = {}): Promise<CreateVmResponse> {
-  return unary(agent.client, "createVm", {
-    vmId,
-    rootfsPath: artifacts.rootfsPath,
-    imageReference: "e2e/bookworm-python-node",
-    manifestDigest: "",
-    memoryMib: MEMORY_MIB,
-    vcpus: 1,
-    env: ["PATH=/usr/local/bin:/usr/bin:/bin"],
-    workdir: "",
-    volumes: [],
-    ports: [],
-    network: NetworkMode.NETWORK_MODE_PUBLIC,
-    diskQuotaBytes: QUOTA_BYTES,
-    hostname: "",
-    bootTimeoutMs: 0,
-    keepDisk: false,
-    ...extra,
-  });
+  const fields = { memoryMib: MEMORY_MIB, env: PATH_ENV, ...extra };
+  return createTestVm(agent.client, artifacts.rootfsPath, vmId, fields);
 }
 
 function stopVm(vmId: string): Promise<StopVmResponse> {
@@ -62,7 +45,7 @@ function stopVm(vmId: string): Promise<StopVmResponse> {
 }
 
 function hostInfo(): Promise<GetHostInfoResponse> {
-  return unary(agent.client, "getHostInfo", {});
+  return vmmHostInfo(agent.client);
 }
 
 /** Templates have no event to wait on from outside: poll host info until one is ready. */
@@ -82,19 +65,15 @@ async function templateReady(memoryMib: number): Promise<string> {
   return key;
 }
 
-async function python(vmId: string, code: string): Promise<string> {
-  const r = await runCode(agent.client, { vmId, language: "python", code });
-  expect(r.result.status, r.stderr).toBe(RunStatus.RUN_STATUS_SUCCESS);
-  return r.stdout;
+function python(vmId: string, code: string): Promise<string> {
+  return runPython(agent.client, vmId, code);
 }
 
 beforeAll(async () => {
-  [artifacts] = await Promise.all([guestArtifacts(), buildVmmAgent()]);
-  root = await mkdtemp(join(tmpdir(), "msb-e2e-templates-"));
+  ({ artifacts, root } = await prepare("msb-e2e-templates-"));
   memoryDir = join("/dev/shm", basename(root));
   agent = await startVmmAgent(join(root, "home"), {
-    MSB_KERNEL: artifacts.kernelPath,
-    MSB_INITRAMFS: artifacts.initramfsPath,
+    ...guestEnv(artifacts),
     MSB_MAX_VMS: "4",
     MSB_TEMPLATE_MEMORY_DIR: memoryDir,
     // Restores only here (templates-pool.test.ts covers the pool): start kinds are exact.
@@ -108,16 +87,8 @@ beforeAll(async () => {
   coldPid = cold.vm?.pid ?? 0;
 });
 
-afterAll(async () => {
-  await agent?.stop();
-  if (root !== undefined) {
-    // stopAll: no QEMU left (clones, template builds), template RAM files gone.
-    expect(await qemuPidsMentioning(root)).toEqual([]);
-    expect(await readdir(memoryDir).catch(() => [])).toEqual([]);
-    await rm(root, { recursive: true, force: true });
-    await rm(memoryDir, { recursive: true, force: true });
-  }
-});
+// stopAll: no QEMU left (clones, template builds), template RAM files gone.
+afterAll(() => stopAndCheckClean(agent, root, memoryDir));
 
 describe("template snapshots", () => {
   it("restores the second VM of a configuration from its template and it runs Python", async () => {

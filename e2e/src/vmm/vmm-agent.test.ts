@@ -1,6 +1,5 @@
 import { spawn } from "node:child_process";
-import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -15,15 +14,18 @@ import {
   type StopVmResponse,
 } from "@msb/proto";
 import {
-  buildVmmAgent,
+  createVm as createTestVm,
   eventually,
   exec,
-  guestArtifacts,
+  guestEnv,
+  prepare,
   qemuPidsMentioning,
   rejection,
   runCode,
   startVmmAgent,
+  stopAndCheckClean,
   unary,
+  type GuestArtifacts,
   type VmmAgentProcess,
 } from "./harness.js";
 
@@ -38,15 +40,14 @@ const VCPUS = 2;
 const QUOTA_BYTES = 96 * 1024 * 1024;
 
 let root: string;
-let artifacts: Awaited<ReturnType<typeof guestArtifacts>>;
+let artifacts: GuestArtifacts;
 let agent: VmmAgentProcess;
 let volumeDir: string;
 let roVolumeDir: string;
 
 function agentEnv(): Record<string, string> {
   return {
-    MSB_KERNEL: artifacts.kernelPath,
-    MSB_INITRAMFS: artifacts.initramfsPath,
+    ...guestEnv(artifacts),
     MSB_MAX_VMS: "3",
     MSB_LOG_LEVEL: "info",
     MSB_VOLUME_ROOTS: root,
@@ -54,24 +55,8 @@ function agentEnv(): Record<string, string> {
 }
 
 function createVm(vmId: string, extra: Record<string, unknown> = {}): Promise<CreateVmResponse> {
-  return unary(agent.client, "createVm", {
-    vmId,
-    rootfsPath: artifacts.rootfsPath,
-    imageReference: "e2e/bookworm-python-node",
-    manifestDigest: "",
-    memoryMib: MEMORY_MIB,
-    vcpus: VCPUS,
-    env: [],
-    workdir: "",
-    volumes: [],
-    ports: [],
-    network: NetworkMode.NETWORK_MODE_PUBLIC,
-    diskQuotaBytes: QUOTA_BYTES,
-    hostname: "",
-    bootTimeoutMs: 0,
-    keepDisk: false,
-    ...extra,
-  });
+  const fields = { memoryMib: MEMORY_MIB, vcpus: VCPUS, diskQuotaBytes: QUOTA_BYTES, ...extra };
+  return createTestVm(agent.client, artifacts.rootfsPath, vmId, fields);
 }
 
 function stopVm(vmId: string, removeDisk = false): Promise<StopVmResponse> {
@@ -79,8 +64,7 @@ function stopVm(vmId: string, removeDisk = false): Promise<StopVmResponse> {
 }
 
 beforeAll(async () => {
-  [artifacts] = await Promise.all([guestArtifacts(), buildVmmAgent()]);
-  root = await mkdtemp(join(tmpdir(), "msb-e2e-vmm-"));
+  ({ artifacts, root } = await prepare("msb-e2e-vmm-"));
   volumeDir = join(root, "shared");
   roVolumeDir = join(root, "readonly");
   await mkdir(volumeDir);
@@ -97,14 +81,8 @@ beforeAll(async () => {
   });
 });
 
-afterAll(async () => {
-  await agent?.stop();
-  if (root !== undefined) {
-    // Nothing of ours may be left running once the vmm-agent stopped.
-    expect(await qemuPidsMentioning(root)).toEqual([]);
-    await rm(root, { recursive: true, force: true });
-  }
-});
+// Nothing of ours may be left running once the vmm-agent stopped.
+afterAll(() => stopAndCheckClean(agent, root));
 
 describe("host", () => {
   it("names its accelerator and, when it is not KVM, why", async () => {

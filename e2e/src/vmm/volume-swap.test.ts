@@ -1,18 +1,19 @@
 import { execFile } from "node:child_process";
-import { mkdir, mkdtemp, readdir, rename, rm, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readdir, rename, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { NetworkMode } from "@msb/proto";
 import {
-  buildVmmAgent,
+  createVm as createTestVm,
   exec,
-  guestArtifacts,
-  qemuPidsMentioning,
+  guestEnv,
+  prepare,
   rejection,
   startVmmAgent,
+  stopAndCheckClean,
   unary,
+  type GuestArtifacts,
   type VmmAgentProcess,
 } from "./harness.js";
 
@@ -27,38 +28,25 @@ const ID_BASE = 1_900_500_000;
 
 let root: string;
 let agent: VmmAgentProcess;
-let artifacts: Awaited<ReturnType<typeof guestArtifacts>>;
+let artifacts: GuestArtifacts;
 
 function createVm(volume: string): Promise<unknown> {
-  return unary(agent.client, "createVm", {
-    vmId: VM,
-    rootfsPath: artifacts.rootfsPath,
-    imageReference: "e2e/bookworm-python-node",
-    manifestDigest: "",
-    memoryMib: 256,
-    vcpus: 1,
-    env: [],
-    workdir: "",
+  return createTestVm(agent.client, artifacts.rootfsPath, VM, {
     volumes: [{ hostPath: volume, guestPath: "/mnt/data", readOnly: false }],
-    ports: [],
     network: NetworkMode.NETWORK_MODE_NONE,
-    diskQuotaBytes: 64 * 1024 * 1024,
-    hostname: "",
     bootTimeoutMs: 240_000,
     keepDisk: true,
   });
 }
 
 beforeAll(async () => {
-  [artifacts] = await Promise.all([guestArtifacts(), buildVmmAgent()]);
-  root = await mkdtemp(join(tmpdir(), "msb-e2e-volswap-"));
+  ({ artifacts, root } = await prepare("msb-e2e-volswap-"));
   await mkdir(join(root, "allowed", "data"), { recursive: true });
   await mkdir(join(root, "outside"));
   await writeFile(join(root, "outside", "secret.txt"), "host secret\n", { mode: 0o600 });
   // MSB_HOME inside the roots: it stays refused all the same.
   agent = await startVmmAgent(join(root, "allowed", "home"), {
-    MSB_KERNEL: artifacts.kernelPath,
-    MSB_INITRAMFS: artifacts.initramfsPath,
+    ...guestEnv(artifacts),
     MSB_ACCEL: "tcg",
     MSB_TEMPLATES: "0",
     MSB_VM_UID_BASE: String(ID_BASE),
@@ -67,13 +55,7 @@ beforeAll(async () => {
   });
 });
 
-afterAll(async () => {
-  await agent?.stop();
-  if (root !== undefined) {
-    expect(await qemuPidsMentioning(root)).toEqual([]);
-    await rm(root, { recursive: true, force: true });
-  }
-});
+afterAll(() => stopAndCheckClean(agent, root));
 
 it("grants nothing on a directory outside the roots that a volume's path was swapped for", async () => {
   const volume = join(root, "allowed", "data");
