@@ -1,5 +1,5 @@
 import { Server } from "@grpc/grpc-js";
-import { mkdir, rm } from "node:fs/promises";
+import { chmod, mkdir, rm } from "node:fs/promises";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,6 +28,9 @@ const logger = createLogger({ name: "vmm-agent" });
 runMain(
   async (lifecycle) => {
     const config = loadConfig(process.env);
+    // MSB_HOME holds every tenant's database rows and images: its owner's alone.
+    await mkdir(config.msbHome, { recursive: true, mode: 0o700 });
+    await chmod(config.msbHome, 0o700);
     await mkdir(config.sandboxesDir, { recursive: true, mode: 0o700 });
 
     const leftovers = await reapLeftovers({
@@ -61,6 +64,7 @@ runMain(
       grantsDir: join(config.msbHome, "run", "volume-grants"),
       extraGroups: await kvmGroup(),
       vmRoots: [config.sandboxesDir, config.templatesDir, config.templateMemoryDir],
+      home: config.msbHome,
     });
     for (const dir of await identities.reapGrants()) {
       logger.warn({ dir }, "took back a volume grant an earlier vmm-agent left");

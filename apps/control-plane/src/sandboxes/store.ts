@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { MsbError, isErrorCode, type ErrorCode } from "@msb/errors";
@@ -109,7 +109,15 @@ export function openSandboxStore(
   options: OpenSandboxStoreOptions = {},
 ): SandboxStore {
   const now = options.now ?? Date.now;
-  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  if (path !== ":memory:") {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    // Every tenant's config and env is in here: the owner's alone. SQLite creates the WAL
+    // and shm files with the database's mode; an older database is tightened as well.
+    closeSync(openSync(path, "a", 0o600));
+    for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+      if (existsSync(file)) chmodSync(file, 0o600);
+    }
+  }
   const db = new Database(path);
   try {
     db.pragma("journal_mode = WAL");

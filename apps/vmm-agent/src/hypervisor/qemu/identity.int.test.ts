@@ -62,8 +62,8 @@ describe.skipIf(!isRoot)("VM identities as root (needs root and the acl package)
     });
     expect((await stat(vmDir)).uid).toBe(1_900_400_000);
     expect((await stat(disk)).mode & 0o777).toBe(0o600);
-    // The directories above the VM's can be searched by the shared gid, and nothing more.
-    expect((await run("getfacl", ["-cp", root])).stdout).toContain("group:1900400000:--x");
+    // The directories above the VM's can be searched by its uid alone, and nothing more.
+    expect((await run("getfacl", ["-cp", root])).stdout).toContain("user:1900400000:--x");
     expect((await run("getfacl", ["-cp", volume])).stdout).toContain("user:1900400000:rwx");
     // A file the VM's uid made in the volume goes to the volume's owner at release.
     await writeFile(join(volume, "made-by-vm"), "x");
@@ -167,6 +167,51 @@ describe.skipIf(!isRoot)("VM identities as root (needs root and the acl package)
     expect(b.credentials?.uid).toBe(a.credentials?.uid);
     expect(await openAs(b.credentials, disk)).toBe("denied");
     await next.release("other/b");
+  });
+
+  it("lets a VM's uid reach nothing under MSB_HOME but its own directory", async () => {
+    // A home as a fresh server leaves it (umask 022): database, WAL, image blobs, sockets.
+    const home = join(root, "home");
+    const { vmDir, disk } = await setup();
+    await mkdir(join(home, "images", "blobs"), { recursive: true, mode: 0o755 });
+    await mkdir(join(home, "run"), { recursive: true, mode: 0o755 });
+    const secrets = [
+      join(home, "msb.db"),
+      join(home, "msb.db-wal"),
+      join(home, "images", "blobs", "sha256-x"),
+      join(home, "images", "blobs"),
+      join(home, "run"),
+    ];
+    for (const file of secrets.slice(0, 3)) await writeFile(file, "secret", { mode: 0o644 });
+    const other = join(home, "sandboxes", "other", "b");
+    await mkdir(other, { recursive: true, mode: 0o700 });
+    const ids = createVmIdentities({ ...options, vmRoots: [home], home });
+    const a = await ids.assign("ns/a", {
+      network: "public",
+      dir: vmDir,
+      ownFiles: [disk],
+      volumes: [],
+    });
+    const b = await ids.assign("other/b", {
+      network: "public",
+      dir: other,
+      ownFiles: [],
+      volumes: [],
+    });
+    for (const path of [...secrets, join(other)]) {
+      expect({ path, as: await openAs(a.credentials, path) }).toEqual({ path, as: "denied" });
+    }
+    expect(await openAs(a.credentials, disk)).toBe("opened");
+    expect(await openAs(b.credentials, other)).toBe("opened");
+    // The way in is the VM's own and goes with it.
+    await ids.release("ns/a");
+    expect((await run("getfacl", ["-cp", home])).stdout).not.toContain(
+      `user:${a.credentials!.uid}`,
+    );
+    expect((await run("getfacl", ["-cp", home])).stdout).toContain(
+      `user:${b.credentials!.uid}:--x`,
+    );
+    await ids.release("other/b");
   });
 
   it("undoes at the next start the grants of a vmm-agent that died with VMs running", async () => {
@@ -313,7 +358,7 @@ describe.skipIf(!isRoot)("VM identities as root (needs root and the acl package)
     const build = async (vmId: string): Promise<void> => {
       await mkdir(vmDir, { recursive: true, mode: 0o700 });
       await ids.assign(vmId, { network: "public", dir: vmDir, ownFiles: [], volumes: [] });
-      expect((await run("getfacl", ["-cp", templateDir])).stdout).toContain("group:1900400000:--x");
+      expect((await run("getfacl", ["-cp", templateDir])).stdout).toContain("user:1900400000:--x");
       await ids.release(vmId);
     };
     await build("template:k1");

@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import { constants } from "node:fs";
 import { randomBytes } from "node:crypto";
 import {
+  chmod,
   lchown,
   lstat,
   mkdir,
@@ -61,6 +62,12 @@ export interface VmIdentityOptions {
    * goes to root (0600/0700): the next VM given the uid reaches none of it.
    */
   readonly vmRoots?: readonly string[];
+  /**
+   * MSB_HOME: kept 0700 with no rights for others on what is directly in it (database, WAL,
+   * images, sockets), so that the per-VM search right on the way to a VM's own directory
+   * opens nothing else.
+   */
+  readonly home?: string;
 }
 
 /**
@@ -224,6 +231,50 @@ export async function grantSearch(path: string, gids: VmGids, done: Set<string>)
 }
 
 /**
+ * Lets exactly `uid` search (x only) every directory above `path` that others cannot search,
+ * so that the VM's QEMU reaches its own directory (it binds its sockets and opens its scratch
+ * disk there by path) and nothing else: no group of all VMs gets in. Returns the directories
+ * granted, for `revokeSearch` at release.
+ */
+async function grantSearchFor(uid: number, path: string): Promise<string[]> {
+  const granted: string[] = [];
+  let dir = dirname(path);
+  for (;;) {
+    const st = await stat(dir);
+    if ((st.mode & 0o001) === 0) {
+      await setfacl(["-m", `u:${uid}:--x`, dir]);
+      granted.push(dir);
+    }
+    const parent = dirname(dir);
+    if (parent === dir) return granted;
+    dir = parent;
+  }
+}
+
+async function revokeSearch(uid: number, dirs: readonly string[]): Promise<void> {
+  for (const dir of dirs) await setfacl(["-x", `u:${uid}`, dir]).catch(() => undefined);
+}
+
+/**
+ * MSB_HOME 0700 and no rights for others on its entries, and no search ACL for the shared VM
+ * gid on it or above it (what an earlier version granted).
+ */
+async function secureHome(home: string, sharedGid: number): Promise<void> {
+  const st = await lstat(home).catch(() => undefined);
+  if (st?.isDirectory() !== true) return;
+  if ((st.mode & 0o777) !== 0o700) await chmod(home, 0o700);
+  for (const name of await readdir(home)) {
+    const entry = await lstat(join(home, name)).catch(() => undefined);
+    if (entry === undefined || entry.isSymbolicLink() || (entry.mode & 0o007) === 0) continue;
+    await chmod(join(home, name), entry.mode & 0o7770);
+  }
+  for (let dir = home; ; dir = dirname(dir)) {
+    await setfacl(["-x", `g:${sharedGid}`, dir]).catch(() => undefined);
+    if (dirname(dir) === dir) return;
+  }
+}
+
+/**
  * Gives back to the directory's owner every file a dedicated uid created in a volume, so
  * that a later VM given the same uid cannot reach them. Never follows symlinks.
  */
@@ -348,6 +399,9 @@ export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
   const gids = vmGids(options.gidBase);
   const uids = new Map<string, number>();
   const grants = new Map<string, Grant[]>();
+  /** Directories each VM's uid was given search on (`grantSearchFor`), until `release`. */
+  const searches = new Map<string, string[]>();
+  let homeSecured: Promise<void> | undefined;
   /** Volume descriptors each VM holds until `release`. */
   const volumes = new Map<string, readonly HeldVolume[]>();
   const recordPath = (vmId: string): string | undefined =>
@@ -415,6 +469,10 @@ export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
         credentials: { uid, gid, groups: [gids.shared, ...(options.extraGroups ?? [])] },
       };
       try {
+        if (options.home !== undefined) {
+          homeSecured ??= secureHome(options.home, gids.shared);
+          await homeSecured;
+        }
         if (decision.kind === "dedicated") {
           const made: Grant[] = [];
           grants.set(vmId, made);
@@ -438,8 +496,15 @@ export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
     },
 
     async prepareFile(path, identity, access) {
-      if (identity.credentials === undefined) return;
-      await grantSearch(path, gids, searchable);
+      const creds = identity.credentials;
+      if (creds === undefined) return;
+      if (access === "own") {
+        const granted = await grantSearchFor(creds.uid, path);
+        searches.set(identity.vmId, [...(searches.get(identity.vmId) ?? []), ...granted]);
+      } else if (access !== "private") {
+        // Shared artifacts (a template's RAM, outside MSB_HOME) are for every VM by design.
+        await grantSearch(path, gids, searchable);
+      }
       await prepareFileForVm(path, identity, access, gids);
     },
 
@@ -453,6 +518,8 @@ export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
       grants.set(newVmId, made);
       volumes.set(newVmId, volumes.get(oldVmId) ?? []);
       volumes.delete(oldVmId);
+      searches.set(newVmId, searches.get(oldVmId) ?? []);
+      searches.delete(oldVmId);
       // The new record exists before the old one goes: a crash in between leaves two records
       // of the same grants, and undoing a grant twice is harmless.
       if (made.length > 0) await record(newVmId, uid, made);
@@ -468,8 +535,10 @@ export function createVmIdentities(options: VmIdentityOptions): VmIdentities {
       const held = volumes.get(vmId) ?? [];
       if (uid !== undefined) {
         await undoHeldGrants(uid, grants.get(vmId) ?? [], held);
+        await revokeSearch(uid, searches.get(vmId) ?? []);
         await reclaim(uid);
       }
+      searches.delete(vmId);
       const path = recordPath(vmId);
       if (path !== undefined) await rm(path, { force: true });
       await Promise.all(held.map((h) => h.close()));
