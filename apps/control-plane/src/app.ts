@@ -31,6 +31,8 @@ export interface AppOptions {
   readonly bodyLimitBytes: number;
   readonly maxBatchSize: number;
   readonly mcpMaxSessions: number;
+  /** Default 10. */
+  readonly mcpMaxSessionsPerKey?: number;
   /** Deadline of the health probe. */
   readonly healthTimeoutMs: number;
   /**
@@ -89,7 +91,7 @@ export function createApp(deps: AppDeps, options: AppOptions): FastifyInstance {
       createServer: () =>
         createMcpServer(deps.sandboxes, { version: options.version, logger: deps.logger }),
     },
-    { maxSessions: options.mcpMaxSessions },
+    { maxSessions: options.mcpMaxSessions, maxSessionsPerKey: options.mcpMaxSessionsPerKey ?? 10 },
   );
 
   return app;

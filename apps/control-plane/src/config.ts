@@ -56,8 +56,13 @@ export interface LimitsConfig {
   readonly maxBatchSize: number;
   /** Output kept per repl.run / command.run (stdout + stderr); beyond it `truncated: true`. Default 1 MiB. */
   readonly outputLimitBytes: number;
-  /** Open MCP sessions; the least recently used one is closed beyond it. Default 100. */
+  /**
+   * Open MCP sessions on the server. Default 100. When full, a new session closes only an idle
+   * (30 min) one or is refused with CAPACITY_EXHAUSTED: one key never closes another's.
+   */
   readonly mcpMaxSessions: number;
+  /** Open MCP sessions per key; beyond it that key's oldest is closed. Default 10. */
+  readonly mcpMaxSessionsPerKey: number;
 }
 
 export interface TimeoutsConfig {
@@ -117,6 +122,7 @@ const envSchema = z.object({
   MSB_MAX_BATCH_SIZE: int(1, 10_000).default(100),
   MSB_OUTPUT_LIMIT_BYTES: int(1024, 256 * MIB).default(MIB),
   MSB_MCP_MAX_SESSIONS: int(1, 100_000).default(100),
+  MSB_MCP_MAX_SESSIONS_PER_KEY: int(1, 100_000).default(10),
   MSB_RUN_TIMEOUT_MS: int(1_000, 86_400_000).default(300_000),
   MSB_RUN_TIMEOUT_MAX_MS: int(1_000, 86_400_000).default(3_600_000),
   MSB_PREPARE_ROOTFS_TIMEOUT_MS: int(1_000, 86_400_000).default(1_800_000),
@@ -207,6 +213,7 @@ export function loadConfig(
       maxBatchSize: e.MSB_MAX_BATCH_SIZE,
       outputLimitBytes: e.MSB_OUTPUT_LIMIT_BYTES,
       mcpMaxSessions: e.MSB_MCP_MAX_SESSIONS,
+      mcpMaxSessionsPerKey: e.MSB_MCP_MAX_SESSIONS_PER_KEY,
     },
     timeouts: {
       runDefaultMs: e.MSB_RUN_TIMEOUT_MS,

@@ -85,6 +85,7 @@ runMain(
         bodyLimitBytes: config.limits.bodyLimitBytes,
         maxBatchSize: config.limits.maxBatchSize,
         mcpMaxSessions: config.limits.mcpMaxSessions,
+        mcpMaxSessionsPerKey: config.limits.mcpMaxSessionsPerKey,
         healthTimeoutMs: config.timeouts.probeMs,
         loopbackHostsOnly: loopback,
       },

@@ -200,3 +200,43 @@ describe("MCP at /mcp over a real HTTP connection", () => {
     expect((await client.listTools()).tools).toHaveLength(5);
   });
 });
+
+describe("MCP sessions under a session flood", () => {
+  it("never closes another key's session: one key's flood evicts only its own oldest", async () => {
+    const h = await createHarness({
+      env: { MSB_MCP_MAX_SESSIONS: "6", MSB_MCP_MAX_SESSIONS_PER_KEY: "3" },
+    });
+    const clients: Client[] = [];
+    try {
+      const address = await h.app.listen({ port: 0, host: "127.0.0.1" });
+      const url = new URL("/mcp", address);
+      const connect = async (key: string): Promise<Client> => {
+        const client = new Client({ name: "msb-test", version: "1.0.0" });
+        await client.connect(
+          new StreamableHTTPClientTransport(url, {
+            requestInit: { headers: { authorization: `Bearer ${key}` } },
+          }),
+        );
+        clients.push(client);
+        return client;
+      };
+      const victim = await connect(h.key("team-a"));
+      const attackerKey = h.key("team-b");
+      const flood: Client[] = [];
+      for (let i = 0; i < 10; i += 1) flood.push(await connect(attackerKey));
+      // The other tenant's session still works.
+      expect((await victim.listTools()).tools).toHaveLength(5);
+      // The attacker keeps its 3 newest; its older ones were closed.
+      expect((await flood.at(-1)!.listTools()).tools).toHaveLength(5);
+      await expect(flood[0]!.listTools()).rejects.toThrow(/404|not found/i);
+      // Keys fill the server's total: a further key is refused, nobody else is evicted.
+      await connect(h.key("team-c"));
+      await connect(h.key("team-c"));
+      await expect(connect(h.key("team-d"))).rejects.toThrow(/503|CAPACITY_EXHAUSTED|MCP sessions/);
+      expect((await victim.listTools()).tools).toHaveLength(5);
+    } finally {
+      await Promise.allSettled(clients.map((c) => c.close()));
+      await h.close();
+    }
+  });
+});

@@ -18,8 +18,13 @@ export interface McpRouteDeps {
 }
 
 export interface McpRouteOptions {
-  /** Open sessions kept; beyond it the least recently used one is closed. */
+  /** Open sessions on the server; beyond it a new session is refused (or an idle one closed). */
   readonly maxSessions: number;
+  /** Open sessions per key; beyond it that key's least recently used session is closed. */
+  readonly maxSessionsPerKey: number;
+  /** A session unused this long may be closed to make room for another key's. Default 30 min. */
+  readonly sessionIdleMs?: number;
+  readonly now?: () => number;
 }
 
 interface Session {
@@ -27,6 +32,8 @@ interface Session {
   readonly server: Server;
   /** The key that opened the session; only it may use the session. */
   readonly callerId: string;
+  /** When it was last used (ms); sessions are kept in this order. */
+  lastUsedMs: number;
 }
 
 /**
@@ -42,6 +49,32 @@ export function registerMcpRoute(
 ): void {
   // Map order is insertion order; re-inserting on use keeps the least recently used first.
   const sessions = new Map<string, Session>();
+  const now = options.now ?? Date.now;
+  const idleMs = options.sessionIdleMs ?? 30 * 60_000;
+
+  const sessionsOf = (callerId: string): string[] =>
+    [...sessions].filter(([, s]) => s.callerId === callerId).map(([id]) => id);
+
+  /**
+   * Makes room for one more session of `callerId`, closing only that key's own oldest
+   * sessions (a key can never close another key's), or a session of any key that has been
+   * idle for `idleMs` (abandoned). False when the server is full of other keys' live sessions.
+   */
+  const makeRoom = (callerId: string, log: { info(obj: object, msg: string): void }): boolean => {
+    const own = sessionsOf(callerId);
+    while (own.length >= options.maxSessionsPerKey) {
+      const oldest = own.shift() as string;
+      log.info({ session: oldest }, "closing this key's least recently used MCP session");
+      void closeSession(oldest);
+    }
+    if (sessions.size < options.maxSessions) return true;
+    const [lruId, lru] = sessions.entries().next().value as [string, Session];
+    const victim = own[0] ?? (now() - lru.lastUsedMs >= idleMs ? lruId : undefined);
+    if (victim === undefined) return false;
+    log.info({ session: victim }, "closing an MCP session to make room");
+    void closeSession(victim);
+    return true;
+  };
 
   const closeSession = async (id: string): Promise<void> => {
     const session = sessions.get(id);
@@ -83,18 +116,25 @@ export function registerMcpRoute(
           );
         }
         sessions.delete(sessionId);
+        session.lastUsedMs = now();
         sessions.set(sessionId, session);
       } else if (request.method === "POST" && isInitializeRequest(request.body)) {
+        if (!makeRoom(caller.id, request.log)) {
+          return fail(
+            new MsbError(
+              "CAPACITY_EXHAUSTED",
+              `This server has ${options.maxSessions} MCP sessions open (MSB_MCP_MAX_SESSIONS), all in use by other keys. Close sessions you no longer need (DELETE /mcp) and retry later, or ask the operator to raise the limit.`,
+              { details: { reason: "mcp_sessions", maxSessions: options.maxSessions } },
+            ),
+          );
+        }
         const server = deps.createServer();
         const transport = new StreamableHTTPServerTransport({
           sessionIdGenerator: () => randomUUID(),
           onsessioninitialized: (id) => {
-            sessions.set(id, { transport, server, callerId: caller.id });
-            while (sessions.size > options.maxSessions) {
-              const oldest = sessions.keys().next().value as string;
-              request.log.info({ session: oldest }, "closing the least recently used MCP session");
-              void closeSession(oldest);
-            }
+            // Room was made above; concurrent initializes of one key may overshoot its cap
+            // by the number in flight, never another key's sessions.
+            sessions.set(id, { transport, server, callerId: caller.id, lastUsedMs: now() });
           },
           onsessionclosed: (id) => {
             sessions.delete(id);
@@ -104,7 +144,7 @@ export function registerMcpRoute(
           if (transport.sessionId !== undefined) sessions.delete(transport.sessionId);
         };
         await server.connect(transport);
-        session = { transport, server, callerId: caller.id };
+        session = { transport, server, callerId: caller.id, lastUsedMs: now() };
       } else {
         return fail(
           new MsbError(

@@ -108,6 +108,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       bodyLimitBytes: config.limits.bodyLimitBytes,
       maxBatchSize: config.limits.maxBatchSize,
       mcpMaxSessions: config.limits.mcpMaxSessions,
+      mcpMaxSessionsPerKey: config.limits.mcpMaxSessionsPerKey,
       healthTimeoutMs: 2_000,
       loopbackHostsOnly: true,
     },
