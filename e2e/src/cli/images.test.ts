@@ -3,7 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   freePort,
   msb,
-  startForeground,
+  startDevServer,
+  stopForeground,
   tempHome,
   type ForegroundServer,
 } from "../server/harness.js";
@@ -19,15 +20,11 @@ describe("msb image commands (real server, real registry)", () => {
 
   beforeAll(async () => {
     registry = await startRegistry();
-    const port = await freePort();
-    url = `http://127.0.0.1:${port}`;
-    server = startForeground(home.path, ["--dev", "--port", String(port)]);
-    await server.ready;
+    ({ server, url } = await startDevServer(home.path));
   });
 
   afterAll(async () => {
-    server.child.kill("SIGTERM");
-    await server.exited;
+    await stopForeground(server);
     await registry.stop();
     home.remove();
   });

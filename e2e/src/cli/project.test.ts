@@ -3,10 +3,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  freePort,
   msb,
   rpc,
-  startForeground,
+  startDevServer,
+  stopForeground,
   tempHome,
   waitUntil,
   type ForegroundServer,
@@ -22,15 +22,11 @@ describe("msb project commands (real server, real VMs)", () => {
   const cli = (args: readonly string[]) => msb(home.path, args, { MSB_SERVER_URL: url });
 
   beforeAll(async () => {
-    const port = await freePort();
-    url = `http://127.0.0.1:${port}`;
-    server = startForeground(home.path, ["--dev", "--port", String(port)]);
-    await server.ready;
+    ({ server, url } = await startDevServer(home.path));
   });
 
   afterAll(async () => {
-    server.child.kill("SIGTERM");
-    await server.exited;
+    await stopForeground(server);
     home.remove();
     rmSync(project, { recursive: true, force: true });
   });

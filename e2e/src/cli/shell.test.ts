@@ -13,11 +13,11 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   MSB,
-  freePort,
   msb,
   processesMentioning,
   rpc,
-  startForeground,
+  startDevServer,
+  stopForeground,
   tempHome,
   type ForegroundServer,
 } from "../server/harness.js";
@@ -116,10 +116,7 @@ describe("msb shell, run, exe, apply, up (real server, real VMs)", () => {
   ];
 
   beforeAll(async () => {
-    const port = await freePort();
-    url = `http://127.0.0.1:${port}`;
-    server = startForeground(home.path, ["--dev", "--port", String(port)]);
-    await server.ready;
+    ({ server, url } = await startDevServer(home.path));
     expect((await cli(["init", "--file", project])).code).toBe(0);
     const add = await cli([
       "add",
@@ -137,8 +134,7 @@ describe("msb shell, run, exe, apply, up (real server, real VMs)", () => {
   }, 600_000);
 
   afterAll(async () => {
-    server.child.kill("SIGTERM");
-    await server.exited;
+    await stopForeground(server);
     home.remove();
     rmSync(project, { recursive: true, force: true });
   });

@@ -1,9 +1,12 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { freePort } from "@msb/testing";
+
+/** From @msb/testing; re-exported because every server test starts from this harness. */
+export { freePort };
 
 /** The built CLI, run the way a user runs it. */
 export const MSB = fileURLToPath(new URL("../../../apps/msb/dist/main.js", import.meta.url));
@@ -80,21 +83,30 @@ export function startForeground(
   return { child, output, ready, exited };
 }
 
+/**
+ * `msb server start --dev` (plus `args`) on a free loopback port, in the foreground, as most
+ * e2e files start it; resolves once the server is ready, with its URL.
+ */
+export async function startDevServer(
+  home: string,
+  args: readonly string[] = [],
+): Promise<{ server: ForegroundServer; url: string }> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const server = startForeground(home, ["--dev", "--port", String(port), ...args]);
+  await server.ready;
+  return { server, url };
+}
+
+/** SIGTERM to a foreground server, then waits until it has exited. */
+export async function stopForeground(server: ForegroundServer): Promise<void> {
+  server.child.kill("SIGTERM");
+  await server.exited;
+}
+
 export function tempHome(): { path: string; remove(): void } {
   const path = mkdtempSync(join(tmpdir(), "msb-e2e-server-"));
   return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** Polls until `check` is truthy; for processes, which offer nothing to await. */

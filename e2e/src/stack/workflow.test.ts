@@ -9,11 +9,10 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  freePort,
   msb,
   processesMentioning,
   rpc,
-  startForeground,
+  startDevServer,
   tempHome,
   waitUntil,
   type ForegroundServer,
@@ -43,10 +42,7 @@ const stdout = (r: RunResult): string =>
     .join("\n");
 
 beforeAll(async () => {
-  const port = await freePort();
-  url = `http://127.0.0.1:${port}`;
-  server = startForeground(home.path, ["--dev", "--port", String(port)]);
-  await server.ready;
+  ({ server, url } = await startDevServer(home.path));
 }, 900_000);
 
 afterAll(async () => {

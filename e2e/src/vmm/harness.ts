@@ -1,6 +1,5 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
-import { createServer, type AddressInfo } from "node:net";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -9,16 +8,16 @@ import { promisify } from "node:util";
 import { expect } from "vitest";
 import type { MsbError } from "@msb/errors";
 import {
+  callUnary,
+  createGrpcChannelCredentials,
   ExecRequest,
+  fromServiceError,
   NetworkMode,
   OutputStream,
+  readServerStream,
   RunCodeRequest,
   RunStatus,
   VmmServiceClient,
-  callUnary,
-  createGrpcChannelCredentials,
-  fromServiceError,
-  readServerStream,
   type CreateVmResponse,
   type ExecResult,
   type GetHostInfoResponse,
@@ -219,15 +218,6 @@ export async function python(
   const r = await runCode(client, { vmId, language: "python", code });
   expect(r.result.status, r.stderr).toBe(RunStatus.RUN_STATUS_SUCCESS);
   return r.stdout;
-}
-
-/** A TCP port on 127.0.0.1 nobody listens on right now. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 /** Runs an Exec to its end and collects its output. */

@@ -11,7 +11,6 @@ import { NetworkMode, RunStatus, type GetHostInfoResponse, type ListVmsResponse 
 import {
   createVm as createTestVm,
   exec,
-  freePort,
   guestEnv,
   prepare,
   runCode,
@@ -21,6 +20,7 @@ import {
   type GuestArtifacts,
   type VmmAgentProcess,
 } from "./harness.js";
+import { freePort } from "@msb/testing";
 
 // What keeps a hostile guest (root, running code of its own from its first instruction) inside
 // its VM, checked from inside real VMs under a real vmm-agent running as root: QEMU's seccomp

@@ -8,7 +8,6 @@ import {
   createVm as createTestVm,
   eventually,
   exec,
-  freePort,
   guestEnv,
   hostInfo as vmmHostInfo,
   PATH_ENV,
@@ -21,6 +20,7 @@ import {
   type GuestArtifacts,
   type VmmAgentProcess,
 } from "./harness.js";
+import { freePort } from "@msb/testing";
 
 // The warm pool with real QEMU: restored clones wait paused (QMP stop) and a create claims
 // one (cont + identity + reseed); the pool refills behind it.

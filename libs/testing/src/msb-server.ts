@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { MsbError } from "@msb/errors";
 import { freePort } from "./net.js";
+import { terminate } from "./terminate.js";
 import { tempDir } from "./temp-dir.js";
 
 /** The built CLI (`apps/msb/dist/main.js`), from `libs/testing/{src,dist}/`. */
@@ -32,8 +33,8 @@ export interface MsbServer {
 /**
  * Starts `msb server start --dev --port P` the way a user does, on a free port with a fresh
  * MSB_HOME (images come from the build cache in seconds), and resolves once `/api/v1/health`
- * answers 200. Throws SERVICE_UNAVAILABLE with the server's own output when it exits early or
- * never gets healthy.
+ * answers 200. Throws SERVICE_UNAVAILABLE with the server's own output when it exits early
+ * (`details.exited`: the server cannot run here) or never gets healthy.
  */
 export async function startMsbServer(options: StartMsbServerOptions = {}): Promise<MsbServer> {
   if (!existsSync(MSB_CLI)) {
@@ -65,12 +66,7 @@ export async function startMsbServer(options: StartMsbServerOptions = {}): Promi
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
-      if (!gone()) {
-        child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-        await exited;
-        clearTimeout(timer);
-      }
+      await terminate(child, exited, 60_000);
       await home.remove();
     })();
     return stopping;
@@ -83,6 +79,7 @@ export async function startMsbServer(options: StartMsbServerOptions = {}): Promi
       throw new MsbError(
         "SERVICE_UNAVAILABLE",
         `msb server start exited before it was healthy:\n${output}`,
+        { details: { exited: true } },
       );
     }
     try {

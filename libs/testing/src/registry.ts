@@ -4,6 +4,7 @@ import { access, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { freePort, waitFor } from "./net.js";
 import { tempDir } from "./temp-dir.js";
+import { terminate } from "./terminate.js";
 
 /** A running OCI registry (Debian's `docker-registry`, i.e. distribution 2.8) on loopback. */
 export interface TestRegistry {
@@ -103,12 +104,7 @@ export async function startRegistry(options: StartRegistryOptions = {}): Promise
     },
     stop() {
       stopped ??= (async () => {
-        if (!exited) {
-          child.kill("SIGTERM");
-          const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
-          await exitedPromise;
-          clearTimeout(timer);
-        }
+        await terminate(child, exitedPromise, 5_000);
         await dir.remove();
       })();
       return stopped;
