@@ -27,6 +27,7 @@ import type { PortForwardSpec } from "./hypervisor/qemu/command-line.js";
 import type { VmIdentities } from "./hypervisor/qemu/identity.js";
 import { describeExit } from "./hypervisor/qemu/qemu-hypervisor.js";
 import type { NetworkPolicyStatus } from "./network/policy.js";
+import { probeHostPorts } from "./network/port-probe.js";
 import { ensureScratchDisk } from "./scratch-disk.js";
 import { kernelPanicLine } from "./supervision/console-log.js";
 import { createPool, type Pool } from "./templates/pool.js";
@@ -563,7 +564,10 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
         guestPort: p.guestPort,
       };
     });
-    return { volumes, mounts, ports, env: parseEnv(params.env, "env") };
+    const env = parseEnv(params.env, "env");
+    // Last: everything else about the request is valid before host ports are touched.
+    await probeHostPorts(ports);
+    return { volumes, mounts, ports, env };
   }
 
   async function boot(
