@@ -44,24 +44,28 @@ void logmsg(const char *fmt, ...)
 	if (write(2, "msb-agent: ", 11) < 0 || write(2, line, (size_t)n) < 0) { /* no console */ }
 }
 
+/* Logs a boot message and keeps it (up to MAX_BOOT_MSGS) for HELLO. */
+static void boot_note(const char *what, const char **list, int *n, const char *fmt, va_list ap)
+{
+	const char *s = keep(fmt, ap);
+	logmsg("boot %s: %s", what, s);
+	if (*n < MAX_BOOT_MSGS) list[(*n)++] = s;
+}
+
 void boot_error(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	const char *s = keep(fmt, ap);
+	boot_note("error", g_boot.errors, &g_boot.nerrors, fmt, ap);
 	va_end(ap);
-	logmsg("boot error: %s", s);
-	if (g_boot.nerrors < MAX_BOOT_MSGS) g_boot.errors[g_boot.nerrors++] = s;
 }
 
 void boot_warn(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	const char *s = keep(fmt, ap);
+	boot_note("warning", g_boot.warnings, &g_boot.nwarnings, fmt, ap);
 	va_end(ap);
-	logmsg("boot warning: %s", s);
-	if (g_boot.nwarnings < MAX_BOOT_MSGS) g_boot.warnings[g_boot.nwarnings++] = s;
 }
 
 static uint64_t clock_ms(clockid_t c)

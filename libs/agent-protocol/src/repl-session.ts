@@ -118,15 +118,7 @@ export class ReplSession {
       onOutput: (chunk) => this.#onOutput(chunk),
       onCtrl: (data) => this.#onCtrl(data),
     });
-    this.#proc = proc;
-    void proc.exit.then(
-      (exit) =>
-        this.#onDied(
-          proc,
-          `the ${this.#options.language} interpreter exited (code ${exit.exitCode}${exit.oomKilled ? ", out of memory" : ""})`,
-        ),
-      (err: unknown) => this.#onDied(proc, err),
-    );
+    this.#attach(proc);
   }
 
   /** The agent stream of the running interpreter, if there is one (to adopt it elsewhere). */
@@ -150,6 +142,19 @@ export class ReplSession {
       await proc.kill().catch(() => undefined);
       await proc.exit.catch(() => undefined);
     }
+  }
+
+  /** Makes `proc` the session's interpreter; its exit ends the session's cells. */
+  #attach(proc: ProcessHandle): void {
+    this.#proc = proc;
+    void proc.exit.then(
+      (exit) =>
+        this.#onDied(
+          proc,
+          `the ${this.#options.language} interpreter exited (code ${exit.exitCode}${exit.oomKilled ? ", out of memory" : ""})`,
+        ),
+      (err: unknown) => this.#onDied(proc, err),
+    );
   }
 
   async #spawn(): Promise<void> {
@@ -183,15 +188,7 @@ export class ReplSession {
       }
       throw err;
     }
-    this.#proc = proc;
-    void proc.exit.then(
-      (exit) =>
-        this.#onDied(
-          proc,
-          `the ${this.#options.language} interpreter exited (code ${exit.exitCode}${exit.oomKilled ? ", out of memory" : ""})`,
-        ),
-      (err: unknown) => this.#onDied(proc, err),
-    );
+    this.#attach(proc);
     let timer: NodeJS.Timeout | undefined;
     const outcome = await Promise.race([
       ready,
