@@ -1,4 +1,5 @@
-import { readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { deriveServerSecret, verifyApiKey } from "@msb/keys";
@@ -45,11 +46,34 @@ describe("msb errors", () => {
     const status = await runMsb(["server", "status"]);
     expect(status.code).toBe(10);
     expect(status.stderr).toMatch(
-      /^msb: msb server is not running for MSB_HOME .*; start it with `msb server start --dev`\.\n$/,
+      /^msb: msb server is not running for MSB_HOME .*; start it with `msb server start` \(add `--dev` only for a local server without API keys\)\.\n$/,
     );
     expect(status.stderr).not.toContain("    at ");
     const debug = await runMsb(["server", "status", "--debug"]);
     expect(debug.stderr).toContain("    at ");
+  });
+
+  it("do not suggest --dev for a stopped server that required API keys", async () => {
+    const home = mkdtempSync(join(tmpdir(), "msb-stopped-"));
+    mkdirSync(join(home, "run"));
+    // The lock of an authenticated server on port 6000 whose supervisor is gone.
+    writeFileSync(
+      join(home, "run", "server.lock"),
+      JSON.stringify({
+        pid: 999_999,
+        startTime: "1",
+        startedAt: "2026-01-01T00:00:00.000Z",
+        url: "http://127.0.0.1:6000",
+        host: "127.0.0.1",
+        port: 6000,
+        dev: false,
+        services: {},
+      }),
+    );
+    const status = await runMsb(["server", "status", "--home", home]);
+    expect(status.code).toBe(10);
+    expect(status.stderr).toContain("`msb server start --port 6000` as it was last started");
+    expect(status.stderr).not.toContain("--dev");
   });
 
   it("are one JSON object on stderr with --json", async () => {

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs";
+import { mkdtempSync, readFileSync, statSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -71,6 +71,13 @@ describe("server lock", () => {
     lock.release();
     expect(existsSync(t.lockFile)).toBe(false);
     expect(existsSync(t.pidFile)).toBe(false);
+  });
+
+  it("creates run/ private to the server's user (0700)", async () => {
+    const t = setup();
+    const lock = await t.acquire();
+    expect(statSync(join(t.home, "run")).mode & 0o777).toBe(0o700);
+    lock.release();
   });
 
   it("refuses a second server with SERVER_ALREADY_RUNNING naming the pid and `msb server stop`", async () => {

@@ -1,8 +1,9 @@
 import { randomBytes } from "node:crypto";
-import { linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { linkSync, readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { MsbError } from "@msb/errors";
 import { z } from "zod";
+import { ensurePrivateDir } from "./private-dir.js";
 import { isSameLiveProcess, type ProcessTable } from "./proc.js";
 import type { ProcessRef } from "./terminate.js";
 
@@ -76,6 +77,17 @@ export function alreadyRunningError(lock: LockRecord, home: string): MsbError {
   );
 }
 
+/** The `msb server start` command line that starts a server the way `lock` records it. */
+export function startCommandOf(lock: LockRecord): string {
+  return [
+    "msb server start",
+    ...(lock.dev ? ["--dev"] : []),
+    ...(lock.host === "127.0.0.1" ? [] : [`--host ${lock.host}`]),
+    ...(lock.port === 5555 ? [] : [`--port ${lock.port}`]),
+    ...(lock.customSecret === true ? ["--key …"] : []),
+  ].join(" ");
+}
+
 /** A held lock: the supervisor updates it as children come and go, and releases it on exit. */
 export interface HeldLock {
   readonly record: LockRecord;
@@ -104,7 +116,7 @@ export interface AcquireLockOptions {
  */
 export async function acquireLock(options: AcquireLockOptions): Promise<HeldLock> {
   const { lockFile, pidFile, table } = options;
-  mkdirSync(dirname(lockFile), { recursive: true });
+  ensurePrivateDir(dirname(lockFile));
   const record: LockRecord = { ...options.record, services: {} };
   for (let attempt = 0; attempt < 5; attempt++) {
     const tmp = `${lockFile}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;

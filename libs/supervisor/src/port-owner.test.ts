@@ -43,8 +43,31 @@ describe("findPortHolder", () => {
       command: "node /opt/msb/apps/control-plane/dist/main.js",
       msbHome: "/home/u/.msb",
     });
-    expect(findPortHolder(8080, { table, readNetTcp })).toEqual({ port: 8080 });
+    expect(findPortHolder(8080, { table, readNetTcp, uid: 1000 })).toEqual({ port: 8080 });
     expect(findPortHolder(9999, { table, readNetTcp })).toBeUndefined();
+  });
+
+  it("finds the owner of a socket bound to the port but not listening", () => {
+    // 127.0.0.1:6000 bound (state 07, TCP_CLOSE) by pid 30, never listen()ed.
+    const bound = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1770 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 6060 1 0000000000000000 100 0 0 10 0
+`;
+    const { table } = createFakeProcessTable({
+      30: { startTime: "3", argv: ["python3", "bind.py"], fds: ["socket:[6060]"] },
+    });
+    expect(findPortHolder(6000, { table, readNetTcp: () => [bound, ""] })).toEqual({
+      port: 6000,
+      pid: 30,
+      command: "python3 bind.py",
+    });
+  });
+
+  it("as root, does not blame visibility for a holder it cannot find", () => {
+    const { table } = createFakeProcessTable({});
+    const holder = findPortHolder(8080, { table, readNetTcp, uid: 0 });
+    const err = portInUseError(holder ?? { port: 8080 });
+    expect(err.message).not.toContain("not visible to this user");
+    expect(err.message).toContain("ss -tanp");
   });
 
   it("words PORT_IN_USE with the holder and both ways out", () => {

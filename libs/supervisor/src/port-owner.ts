@@ -11,6 +11,8 @@ export interface ListeningSocket {
 }
 
 const TCP_LISTEN = "0A";
+/** A closing connection has no owner left and does not keep a listener from binding. */
+const TCP_TIME_WAIT = "06";
 
 function decodeIpv4(hex: string): string {
   // The kernel prints the address as one host-order (little-endian here) 32-bit word.
@@ -36,13 +38,18 @@ function decodeIpv6(hex: string): string {
 
 /** Listening sockets in the text of `/proc/net/tcp` or `/proc/net/tcp6`; other states are skipped. */
 export function parseProcNetTcp(text: string): ListeningSocket[] {
+  return parseSockets(text, (state) => state === TCP_LISTEN);
+}
+
+function parseSockets(text: string, keep: (state: string) => boolean): ListeningSocket[] {
   const sockets: ListeningSocket[] = [];
   for (const line of text.split("\n").slice(1)) {
     const fields = line.trim().split(/\s+/);
     const local = fields[1];
     const state = fields[3];
     const inode = fields[9];
-    if (local === undefined || state !== TCP_LISTEN || inode === undefined) continue;
+    if (local === undefined || state === undefined || !keep(state) || inode === undefined) continue;
+    if (inode === "0") continue;
     const [addrHex, portHex] = local.split(":");
     if (addrHex === undefined || portHex === undefined) continue;
     sockets.push({
@@ -61,12 +68,19 @@ export interface PortHolder {
   readonly command?: string;
   /** Set when the holder is an msb service: the `MSB_HOME` it serves. */
   readonly msbHome?: string;
+  /**
+   * True when no owner was found although every process was searched (we are root): the
+   * socket is then not held by any process this host shows, not merely hidden from us.
+   */
+  readonly searchedAll?: boolean;
 }
 
 export interface PortHolderDeps {
   readonly table: ProcessTable;
   /** Returns the text of `/proc/net/tcp` and `/proc/net/tcp6` (missing files → ""). */
   readonly readNetTcp?: () => string[];
+  /** Our uid (default: `process.getuid()`); root sees every process's file descriptors. */
+  readonly uid?: number;
 }
 
 function readProcNetTcp(): string[] {
@@ -79,15 +93,38 @@ function readProcNetTcp(): string[] {
   });
 }
 
-/** Finds the process listening on `port` by matching socket inodes against `/proc/<pid>/fd`. */
+/**
+ * Finds the process holding `port` by matching socket inodes against `/proc/<pid>/fd`: the
+ * listener when there is one, else any socket bound to the port (bound but not listening, or a
+ * connection from it), which keeps a new listener from binding just the same.
+ */
 export function findPortHolder(port: number, deps: PortHolderDeps): PortHolder | undefined {
   const texts = (deps.readNetTcp ?? readProcNetTcp)();
-  const inodes = new Set(
-    texts
-      .flatMap((t) => parseProcNetTcp(t))
-      .filter((s) => s.port === port)
-      .map((s) => s.inode),
+  const onPort = texts
+    .flatMap((t) => parseSockets(t, (state) => state !== TCP_TIME_WAIT))
+    .filter((s) => s.port === port);
+  if (onPort.length === 0) return undefined;
+  const listening = new Set(texts.flatMap((t) => parseProcNetTcp(t)).map((s) => s.inode));
+  // The listener first: the process that answers on the port is the one to name.
+  const listeners = new Set(onPort.filter((s) => listening.has(s.inode)).map((s) => s.inode));
+  return (
+    ownerOf(port, listeners, deps) ??
+    ownerOf(port, new Set(onPort.map((s) => s.inode)), deps) ??
+    unknownHolder(port, deps)
   );
+}
+
+/** A holder nobody could be named for; `searchedAll` when we are root and saw every process. */
+export function unknownHolder(port: number, deps: Pick<PortHolderDeps, "uid">): PortHolder {
+  const uid = deps.uid ?? process.getuid?.();
+  return uid === 0 ? { port, searchedAll: true } : { port };
+}
+
+function ownerOf(
+  port: number,
+  inodes: ReadonlySet<string>,
+  deps: PortHolderDeps,
+): PortHolder | undefined {
   if (inodes.size === 0) return undefined;
   for (const pid of deps.table.pids()) {
     const owns = deps.table.fdTargets(pid).some((target) => {
@@ -106,15 +143,17 @@ export function findPortHolder(port: number, deps: PortHolderDeps): PortHolder |
       ...(msbHome === undefined ? {} : { msbHome }),
     };
   }
-  return { port };
+  return undefined;
 }
 
 /** The PORT_IN_USE error a user sees: who holds the port and the two ways out. */
 export function portInUseError(holder: PortHolder): MsbError {
   const who =
-    holder.pid === undefined
-      ? "another process (its owner is not visible to this user; try `ss -ltnp`)"
-      : `pid ${holder.pid}${holder.command === undefined ? "" : ` (${holder.command})`}`;
+    holder.pid !== undefined
+      ? `pid ${holder.pid}${holder.command === undefined ? "" : ` (${holder.command})`}`
+      : holder.searchedAll === true
+        ? "a socket that no process on this host holds (the kernel may still be closing it, or it belongs to another network namespace; try `ss -tanp`)"
+        : "another process (its owner is not visible to this user; try `ss -ltnp`)";
   const stop =
     holder.msbHome === undefined
       ? holder.pid === undefined
@@ -145,7 +184,7 @@ export async function assertPortFree(
   });
   if (failure === undefined) return;
   if (failure.code === "EADDRINUSE") {
-    throw portInUseError(findPortHolder(port, deps) ?? { port });
+    throw portInUseError(findPortHolder(port, deps) ?? unknownHolder(port, deps));
   }
   throw new MsbError(
     "CONFIG_INVALID",

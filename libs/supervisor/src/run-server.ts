@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { MsbError } from "@msb/errors";
 import { createLogger, type Logger } from "@msb/runtime";
 import { dialUrl, createControlPlaneClient } from "@msb/wire";
@@ -6,7 +6,8 @@ import { SERVICE_NAMES, type MsbPaths } from "./home.js";
 import { killLeftovers } from "./cleanup.js";
 import { acquireLock, type HeldLock } from "./lock.js";
 import { acceleratorOf } from "./health.js";
-import { findPortHolder, portInUseError } from "./port-owner.js";
+import { findPortHolder, portInUseError, unknownHolder } from "./port-owner.js";
+import { ensurePrivateDir } from "./private-dir.js";
 import type { ProcessTable } from "./proc.js";
 import {
   createServiceSpecs,
@@ -66,8 +67,8 @@ export async function runServer(
       );
     }
   }
-  mkdirSync(paths.runDir, { recursive: true });
-  mkdirSync(paths.logsDir, { recursive: true });
+  ensurePrivateDir(paths.runDir);
+  ensurePrivateDir(paths.logsDir);
   const url = dialUrl(settings.host, settings.port);
   const self = table.info(process.pid);
   const lock: HeldLock = await acquireLock({
@@ -86,7 +87,7 @@ export async function runServer(
       customSecret: settings.secret !== undefined,
     },
     onStale: async (stale) => {
-      const killed = await killLeftovers(table, paths.sandboxesDir, stale);
+      const killed = await killLeftovers(table, paths, stale);
       deps.onStale(stale?.pid, killed);
     },
   });
@@ -105,6 +106,7 @@ export async function runServer(
       env: deps.env,
       node: deps.node,
       ...(setpriv === undefined ? {} : { setpriv }),
+      supervisor: lock.record,
     }),
     stopOrder: STOP_ORDER,
     logger,
@@ -123,7 +125,7 @@ export async function runServer(
   const finish = (reason: string): Promise<void> =>
     (finishing ??= (async () => {
       await supervisor.stop(reason);
-      const killed = await killLeftovers(table, paths.sandboxesDir, undefined);
+      const killed = await killLeftovers(table, paths, undefined);
       if (killed.length > 0)
         logger.warn({ killed }, "killed QEMU processes left after vmm-agent stopped");
       lock.release();
@@ -177,7 +179,7 @@ function refinePortError(err: unknown, port: number, table: ProcessTable): unkno
     err.details["service"] === "control-plane" &&
     /EADDRINUSE/.test(err.message)
   ) {
-    return portInUseError(findPortHolder(port, { table }) ?? { port });
+    return portInUseError(findPortHolder(port, { table }) ?? unknownHolder(port, {}));
   }
   return err;
 }

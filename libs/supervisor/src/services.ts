@@ -1,5 +1,6 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { dialUrl } from "@msb/wire";
 import type { MsbPaths, ServiceName } from "./home.js";
 import { waitForHealth, waitForSocket } from "./readiness.js";
@@ -27,7 +28,19 @@ export interface ServiceSpecDeps {
   readonly node: string;
   /** `setpriv` path when available: children then die with the supervisor (PDEATHSIG). */
   readonly setpriv?: string;
+  /** The supervisor itself (pid + `/proc` start time): every service carries it as its owner. */
+  readonly supervisor: { readonly pid: number; readonly startTime: string };
 }
+
+/**
+ * Environment variable naming a service's supervisor as `<pid>:<start time>`. The service's
+ * preload exits when its parent is not that pid (see bin/parent-guard.cjs), and a later start
+ * for the same MSB_HOME recognises a service whose supervisor is dead as its own leftover.
+ */
+export const SUPERVISOR_ENV = "MSB_SUPERVISOR";
+
+/** The preload that makes a service exit if its supervisor died before PDEATHSIG was set. */
+export const PARENT_GUARD = fileURLToPath(new URL("../bin/parent-guard.cjs", import.meta.url));
 
 /** Finds util-linux `setpriv` on PATH. */
 export function findSetpriv(env: NodeJS.ProcessEnv): string | undefined {
@@ -46,7 +59,8 @@ const PRIVATE_ENV = [...SECRET_ENV_VARS, "MSB_DETACHED_SUPERVISOR"];
  * The three services as the supervisor runs them: image-service and vmm-agent first (ready
  * when their gRPC unix socket accepts), then the control plane (ready when /health answers).
  * Each is `node apps/<name>/dist/main.js`, configured only by env vars, and wrapped in
- * `setpriv --pdeathsig TERM` so it cannot outlive the supervisor, even after a kill -9.
+ * `setpriv --pdeathsig TERM` so it cannot outlive the supervisor, even after a kill -9; the
+ * parent guard preload closes the window between fork and that prctl.
  */
 export function createServiceSpecs(settings: ServerSettings, deps: ServiceSpecDeps): ServiceSpec[] {
   const { paths } = deps;
@@ -56,12 +70,14 @@ export function createServiceSpecs(settings: ServerSettings, deps: ServiceSpecDe
     MSB_HOME: paths.home,
     MSB_IMAGE_SERVICE_ADDR: `unix:${paths.socketOf("image-service")}`,
     MSB_VMM_AGENT_ADDR: `unix:${paths.socketOf("vmm-agent")}`,
+    [SUPERVISOR_ENV]: `${deps.supervisor.pid}:${deps.supervisor.startTime}`,
   });
   const argv = (name: ServiceName) => {
     const entry = serviceEntry(deps.root, name);
+    const node = [deps.node, "--require", PARENT_GUARD, entry];
     return deps.setpriv === undefined
-      ? { command: deps.node, args: [entry] }
-      : { command: deps.setpriv, args: ["--pdeathsig", "TERM", "--", deps.node, entry] };
+      ? { command: deps.node, args: node.slice(1) }
+      : { command: deps.setpriv, args: ["--pdeathsig", "TERM", "--", ...node] };
   };
   const url = dialUrl(settings.host, settings.port);
   return [

@@ -1,4 +1,5 @@
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger } from "@msb/runtime";
@@ -6,6 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { MsbError } from "@msb/errors";
 import { createProcfsTable, isSameLiveProcess } from "./proc.js";
 import { waitForSocket } from "./readiness.js";
+import { PARENT_GUARD } from "./services.js";
 import {
   createSupervisor,
   type ServiceSpec,
@@ -35,7 +37,10 @@ afterEach(async () => {
   }
 });
 
-function setup(modes: Record<string, string>) {
+function setup(
+  modes: Record<string, string>,
+  gate?: { readonly open: Promise<void>; readonly reached: () => void },
+) {
   const dir = mkdtempSync(join(tmpdir(), "msb-sup-"));
   const script = join(dir, "fake.cjs");
   writeFileSync(script, FAKE);
@@ -55,7 +60,14 @@ function setup(modes: Record<string, string>) {
         FAKE_MODE: modes[name] ?? "ok",
       },
       logFile: join(dir, "logs", `${name}.log`),
-      ready: (signal) => waitForSocket(socket, signal),
+      // With a gate, the first stage is up but not yet "ready" until the test opens it.
+      ready: async (signal) => {
+        await waitForSocket(socket, signal);
+        if (gate !== undefined && i < 2) {
+          gate.reached();
+          await gate.open;
+        }
+      },
       stopTimeoutMs: 1_000,
       socketPath: socket,
     };
@@ -130,6 +142,40 @@ describe("supervisor", () => {
       expect(isSameLiveProcess(table, p.pid, p.startTime)).toBe(false);
   });
 
+  it("creates the logs directory private to the server's user (0700)", () => {
+    const { dir } = setup({});
+    expect(statSync(join(dir, "logs")).mode & 0o777).toBe(0o700);
+  });
+
+  it("spawns nothing once stop has begun: a stage that becomes ready during stop is not followed", async () => {
+    let open: () => void = () => undefined;
+    let reached: () => void = () => undefined;
+    let atGate = 0;
+    const bothUp = new Promise<void>((resolve) => {
+      reached = () => {
+        atGate += 1;
+        if (atGate === 2) resolve();
+      };
+    });
+    const gate = {
+      open: new Promise<void>((resolve) => {
+        open = resolve;
+      }),
+      reached: () => reached(),
+    };
+    const { supervisor, events, table } = setup({}, gate);
+    const starting = supervisor.start().catch((e: unknown) => e);
+    await bothUp;
+    const stopping = supervisor.stop("SIGTERM");
+    open();
+    const outcome = await starting;
+    await stopping;
+    expect(outcome).toBeInstanceOf(MsbError);
+    expect(events.some((e) => e.type === "spawned" && e.service === "control-plane")).toBe(false);
+    for (const p of pidsOf(events))
+      expect(isSameLiveProcess(table, p.pid, p.startTime)).toBe(false);
+  });
+
   it("kills a service that ignores SIGTERM once its stop deadline passes", async () => {
     const { supervisor, events, table } = setup({ "control-plane": "stubborn" });
     await supervisor.start();
@@ -138,5 +184,36 @@ describe("supervisor", () => {
     expect(exit).toMatchObject({ reason: "was killed by SIGKILL", expected: true });
     for (const p of pidsOf(events))
       expect(isSameLiveProcess(table, p.pid, p.startTime)).toBe(false);
+  });
+});
+
+describe("parent guard", () => {
+  // The window PDEATHSIG leaves open: a supervisor that dies between fork and the prctl. The
+  // preload runs after the prctl; a parent that is not the named supervisor means it is gone.
+  const run = (supervisor: string) => {
+    const child = spawn(
+      process.execPath,
+      ["--require", PARENT_GUARD, "-e", "console.log('serving'); setInterval(() => {}, 1000)"],
+      { env: { ...process.env, MSB_SUPERVISOR: supervisor }, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+    const served = new Promise<boolean>((resolve) => {
+      child.stdout.once("data", () => resolve(true));
+      void exited.then(() => resolve(false));
+    });
+    return { child, exited, served };
+  };
+
+  it("exits a service whose supervisor is not its parent before it serves anything", async () => {
+    const orphan = run("1:0");
+    expect(await orphan.served).toBe(false);
+    expect(await orphan.exited).toBe(75);
+  });
+
+  it("lets a service of a live supervisor run", async () => {
+    const served = run(`${process.pid}:0`);
+    expect(await served.served).toBe(true);
+    served.child.kill("SIGKILL");
+    await served.exited;
   });
 });

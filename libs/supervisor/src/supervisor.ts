@@ -1,10 +1,11 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, mkdirSync, openSync, rmSync, statSync } from "node:fs";
+import { closeSync, openSync, rmSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { MsbError } from "@msb/errors";
 import type { Logger } from "@msb/runtime";
 import { followLogs, readLogTail, type FollowTarget } from "./log-files.js";
 import type { LogEntry } from "./log-lines.js";
+import { ensurePrivateDir } from "./private-dir.js";
 import type { ProcessTable } from "./proc.js";
 
 /** How to run one service and how to tell it is ready. */
@@ -148,7 +149,7 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
   // must not block or die on a pipe nobody reads. Warnings are forwarded by following the files.
   const follow = new AbortController();
   const targets: FollowTarget[] = options.services.map((spec) => {
-    mkdirSync(dirname(spec.logFile), { recursive: true });
+    ensurePrivateDir(dirname(spec.logFile));
     return { path: spec.logFile, svc: spec.name, offset: fileSize(spec.logFile) };
   });
   const following = followLogs(
@@ -169,7 +170,13 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
       { details: { service: spec.name, logFile: spec.logFile } },
     );
 
+  const cancelled = (): MsbError =>
+    new MsbError("CANCELLED", "msb server start was stopped before the server was ready.");
+
   const launch = (spec: ServiceSpec): Running => {
+    // Nothing is spawned once stop has begun: stop walks the services once, in order, and a
+    // child spawned behind it would outlive the supervisor's own shutdown.
+    if (stopping !== undefined) throw cancelled();
     if (spec.socketPath !== undefined) rmSync(spec.socketPath, { force: true });
     const fd = openSync(spec.logFile, "a", 0o600);
     const child = spawn(spec.command, [...spec.args], {
@@ -269,6 +276,7 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     const stages = [...new Set(options.services.map((s) => s.stage))].sort((a, b) => a - b);
     try {
       for (const stage of stages) {
+        if (stopping !== undefined) throw cancelled();
         const inStage = options.services.filter((s) => s.stage === stage);
         const runs = inStage.map((spec) => ({ spec, run: launch(spec) }));
         const results = await Promise.allSettled(
@@ -277,6 +285,7 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
         const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
         if (failed !== undefined) throw failed.reason;
       }
+      if (stopping !== undefined) throw cancelled();
       started = true;
     } catch (err) {
       await stop("start failed");

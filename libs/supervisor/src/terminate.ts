@@ -32,9 +32,17 @@ export async function terminateAll(
   const stillAlive = () => alive.filter((r) => isSameLiveProcess(table, r.pid, r.startTime));
   while (stillAlive().length > 0 && Date.now() < deadline) await sleep(pollMs);
   for (const ref of stillAlive()) table.kill(ref.pid, "SIGKILL");
-  // A SIGKILLed process disappears once its parent reaps it; don't wait forever on a zombie
-  // whose parent is stuck (isSameLiveProcess already treats zombies as gone).
+  // Wait until each process is gone from /proc, not merely a zombie: the leader of a
+  // multi-threaded process (node) shows `Z` while its other threads still exit and hold its
+  // file descriptors, so its listening socket outlives that state for a moment and a new
+  // server's bind would fail. A parent reaps the group only when all of it has exited. Don't
+  // wait forever on a zombie whose parent is stuck.
+  const present = () =>
+    alive.filter((r) => {
+      const info = table.info(r.pid);
+      return info !== undefined && (r.startTime === undefined || info.startTime === r.startTime);
+    });
   const killDeadline = Date.now() + 5_000;
-  while (stillAlive().length > 0 && Date.now() < killDeadline) await sleep(pollMs);
+  while (present().length > 0 && Date.now() < killDeadline) await sleep(pollMs);
   return alive.map((r) => r.label);
 }

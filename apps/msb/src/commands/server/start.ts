@@ -1,18 +1,18 @@
 import { spawn } from "node:child_process";
-import { mkdirSync, openSync, closeSync } from "node:fs";
+import { openSync, closeSync } from "node:fs";
 import { Command, Option } from "commander";
 import { MsbError, msbErrorFromWire } from "@msb/errors";
 import { printJson, type CliDeps, type GlobalOptions } from "../../cli/context.js";
 import { globalOptions } from "../../cli/globals.js";
 import {
-  alreadyRunningError,
+  takeOverStale,
   assertPortFree,
   deriveServerSecret,
   ensurePrereqs,
   formatLogEntry,
   msbPaths,
   type Prereqs,
-  readLockState,
+  ensurePrivateDir,
   readLogTail,
   runServer,
   secretFromEnv,
@@ -71,8 +71,13 @@ async function checkBeforeStart(
   deps: CliDeps,
 ): Promise<Prereqs> {
   const paths = msbPaths(global.home);
-  const state = readLockState(paths.lockFile, deps.table);
-  if (state.kind === "running") throw alreadyRunningError(state.lock, paths.home);
+  // A dead server's services may still hold the port: take over what it left first.
+  const takeover = await takeOverStale(deps.table, paths);
+  if (takeover.killed.length > 0 && !global.json) {
+    deps.io.err(
+      `msb: took over from a server that is gone${takeover.stalePid === undefined ? "" : ` (pid ${takeover.stalePid})`}; killed its leftovers: ${takeover.killed.join(", ")}\n`,
+    );
+  }
   await assertPortFree(settings.host, settings.port, { table: deps.table });
   const prereqs = await ensurePrereqs(
     {
@@ -161,7 +166,7 @@ async function runDetached(
   deps: CliDeps,
 ): Promise<void> {
   const paths = msbPaths(global.home);
-  mkdirSync(paths.logsDir, { recursive: true });
+  ensurePrivateDir(paths.logsDir);
   const logFile = paths.logOf("supervisor");
   const fd = openSync(logFile, "a", 0o600);
   const args = [

@@ -12,6 +12,7 @@ import {
   type LockRecord,
   msbPaths,
   readLockState,
+  startCommandOf,
   resolveSigningSecret,
   secretFromEnv,
   SERVICE_NAMES,
@@ -216,12 +217,17 @@ export async function runServerStatus(
   const paths = msbPaths(global.home);
   const state = readLockState(paths.lockFile, deps.table);
   const lock = state.kind === "running" ? state.lock : undefined;
+  const last = state.kind === "stale" ? state.lock : undefined;
   const envUrl = deps.env["MSB_SERVER_URL"];
   const url = envUrl ?? lock?.url ?? DEFAULT_SERVER_URL;
   if (lock === undefined && envUrl === undefined) {
     throw new MsbError(
       "SERVER_NOT_RUNNING",
-      `msb server is not running for MSB_HOME ${paths.home}; start it with \`msb server start --dev\`.`,
+      `msb server is not running for MSB_HOME ${paths.home}; start it with ${
+        last === undefined
+          ? "`msb server start` (add `--dev` only for a local server without API keys)"
+          : `\`${startCommandOf(last)}\` as it was last started`
+      }.`,
       { details: { home: paths.home, url } },
     );
   }

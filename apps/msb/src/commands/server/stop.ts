@@ -57,7 +57,7 @@ export async function runServerStop(
       while (isSameLiveProcess(table, lock.pid, lock.startTime)) await sleep(50);
     }
     // After a clean stop this finds nothing; after a forced one it reaps the services.
-    const killed = await killLeftovers(table, paths.sandboxesDir, lock);
+    const killed = await killLeftovers(table, paths, lock);
     if (forced) {
       removeQuietly(paths.lockFile);
       removeQuietly(paths.pidFile);
@@ -66,7 +66,7 @@ export async function runServerStop(
   } else {
     const killed = await killLeftovers(
       table,
-      paths.sandboxesDir,
+      paths,
       state.kind === "stale" ? state.lock : undefined,
     );
     if (state.kind === "stale") {
