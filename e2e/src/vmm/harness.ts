@@ -21,6 +21,7 @@ import {
   type CreateVmResponse,
   type ExecResult,
   type GetHostInfoResponse,
+  type OutputChunk,
   type RunCodeResult,
 } from "@msb/proto";
 
@@ -220,20 +221,21 @@ export async function python(
   return r.stdout;
 }
 
-/** Runs an Exec to its end and collects its output. */
-export async function exec(
-  client: VmmServiceClient,
-  request: Partial<ExecRequest> & { vmId: string; command: string },
-  timeoutMs = 180_000,
+/** The events of Exec and RunCode: output chunks, then one result. */
+type OutputEvent<R> = {
+  event: { $case: "output"; value: OutputChunk } | { $case: "result"; value: R } | undefined;
+};
+
+/** Reads an Exec or RunCode stream to its end: output by stream, and the result. */
+async function collect<R>(
+  what: string,
+  call: Parameters<typeof readServerStream<OutputEvent<R>>>[1],
   onStdout?: (text: string) => void,
-): Promise<Collected<ExecResult>> {
-  const call = client.exec(ExecRequest.fromPartial(request), {
-    deadline: new Date(Date.now() + timeoutMs),
-  });
+): Promise<Collected<R>> {
   let stdout = "";
   let stderr = "";
-  let result: ExecResult | undefined;
-  for await (const message of readServerStream(SERVICE, call)) {
+  let result: R | undefined;
+  for await (const message of readServerStream<OutputEvent<R>>(SERVICE, call)) {
     const event = message.event;
     if (event?.$case === "output") {
       if (event.value.stream === OutputStream.OUTPUT_STREAM_STDERR)
@@ -246,8 +248,21 @@ export async function exec(
       result = event.value;
     }
   }
-  if (result === undefined) throw new Error(`Exec ended without a result (stdout ${stdout})`);
+  if (result === undefined) throw new Error(`${what} ended without a result (stdout ${stdout})`);
   return { stdout, stderr, result };
+}
+
+/** Runs an Exec to its end and collects its output. */
+export async function exec(
+  client: VmmServiceClient,
+  request: Partial<ExecRequest> & { vmId: string; command: string },
+  timeoutMs = 180_000,
+  onStdout?: (text: string) => void,
+): Promise<Collected<ExecResult>> {
+  const call = client.exec(ExecRequest.fromPartial(request), {
+    deadline: new Date(Date.now() + timeoutMs),
+  });
+  return collect("Exec", call, onStdout);
 }
 
 /** Runs one REPL cell to its end and collects its output. */
@@ -259,21 +274,7 @@ export async function runCode(
   const call = client.runCode(RunCodeRequest.fromPartial(request), {
     deadline: new Date(Date.now() + timeoutMs),
   });
-  let stdout = "";
-  let stderr = "";
-  let result: RunCodeResult | undefined;
-  for await (const message of readServerStream(SERVICE, call)) {
-    const event = message.event;
-    if (event?.$case === "output") {
-      if (event.value.stream === OutputStream.OUTPUT_STREAM_STDERR)
-        stderr += event.value.data.toString();
-      else stdout += event.value.data.toString();
-    } else if (event?.$case === "result") {
-      result = event.value;
-    }
-  }
-  if (result === undefined) throw new Error(`RunCode ended without a result (stdout ${stdout})`);
-  return { stdout, stderr, result };
+  return collect("RunCode", call);
 }
 
 /** The MsbError a promise rejects with (fails the test when it resolves). */
