@@ -1,7 +1,7 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -76,6 +76,26 @@ export async function prepare(
 /** The vmm-agent's guest kernel and initramfs settings. */
 export function guestEnv(artifacts: GuestArtifacts): Record<string, string> {
   return { MSB_KERNEL: artifacts.kernelPath, MSB_INITRAMFS: artifacts.initramfsPath };
+}
+
+/**
+ * For the template and pool files: a vmm-agent (logging at info) whose templates keep their
+ * memory in a RAM directory of their own, `/dev/shm/<name of root>`; pass `memoryDir` to
+ * `stopAndCheckClean`, which checks that no template RAM file is left and removes it.
+ */
+export async function startTemplateAgent(
+  root: string,
+  artifacts: GuestArtifacts,
+  env: Record<string, string>,
+): Promise<{ agent: VmmAgentProcess; memoryDir: string }> {
+  const memoryDir = join("/dev/shm", basename(root));
+  const agent = await startVmmAgent(join(root, "home"), {
+    ...guestEnv(artifacts),
+    MSB_TEMPLATE_MEMORY_DIR: memoryDir,
+    MSB_LOG_LEVEL: "info",
+    ...env,
+  });
+  return { agent, memoryDir };
 }
 
 /**

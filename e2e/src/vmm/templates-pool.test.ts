@@ -1,6 +1,6 @@
 import { readdir } from "node:fs/promises";
 import { createConnection } from "node:net";
-import { basename, join } from "node:path";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NetworkMode, type CreateVmResponse, type GetHostInfoResponse } from "@msb/proto";
@@ -8,13 +8,12 @@ import {
   createVm as createTestVm,
   eventually,
   exec,
-  guestEnv,
   hostInfo as vmmHostInfo,
   PATH_ENV,
   prepare,
   python as runPython,
   qemuConfinement,
-  startVmmAgent,
+  startTemplateAgent,
   stopAndCheckClean,
   unary,
   type GuestArtifacts,
@@ -86,16 +85,12 @@ function python(vmId: string, code: string): Promise<string> {
 
 beforeAll(async () => {
   ({ artifacts, root } = await prepare("msb-e2e-pool-"));
-  memoryDir = join("/dev/shm", basename(root));
-  agent = await startVmmAgent(join(root, "home"), {
-    ...guestEnv(artifacts),
+  ({ agent, memoryDir } = await startTemplateAgent(root, artifacts, {
     // Room for the three claimed VMs of these tests, the seed VM and the pool: a create
     // that needs the pool's slot evicts it (and would be a restore instead of a claim).
     MSB_MAX_VMS: "6",
-    MSB_TEMPLATE_MEMORY_DIR: memoryDir,
     MSB_POOL_SIZE: "1",
-    MSB_LOG_LEVEL: "info",
-  });
+  }));
   const cold = await createVm("p/cold");
   expect(cold.vm?.startKind).toBe("cold");
   coldPid = cold.vm?.pid ?? 0;

@@ -1,4 +1,3 @@
-import { basename, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type {
   CreateVmResponse,
@@ -10,13 +9,12 @@ import {
   createVm as createTestVm,
   eventually,
   exec,
-  guestEnv,
   hostInfo as vmmHostInfo,
   PATH_ENV,
   prepare,
   python as runPython,
   qemuConfinement,
-  startVmmAgent,
+  startTemplateAgent,
   stopAndCheckClean,
   unary,
   type GuestArtifacts,
@@ -71,17 +69,13 @@ function python(vmId: string, code: string): Promise<string> {
 
 beforeAll(async () => {
   ({ artifacts, root } = await prepare("msb-e2e-templates-"));
-  memoryDir = join("/dev/shm", basename(root));
-  agent = await startVmmAgent(join(root, "home"), {
-    ...guestEnv(artifacts),
+  ({ agent, memoryDir } = await startTemplateAgent(root, artifacts, {
     MSB_MAX_VMS: "4",
-    MSB_TEMPLATE_MEMORY_DIR: memoryDir,
     // Restores only here (templates-pool.test.ts covers the pool): start kinds are exact.
     MSB_POOL_SIZE: "0",
     // Idle pause after 1 s: every call below may find its VM paused and must resume it.
     MSB_IDLE_PAUSE_SECONDS: "1",
-    MSB_LOG_LEVEL: "info",
-  });
+  }));
   const cold = await createVm("t/cold");
   expect(cold.vm?.startKind).toBe("cold");
   coldPid = cold.vm?.pid ?? 0;
