@@ -31,9 +31,18 @@ describe("loadConfig", () => {
   it("turns seccomp on and puts VM uids and gids outside distribution ranges by default", () => {
     const config = loadConfig({});
     expect(config.qemuSeccomp).toBe(true);
-    expect(config.vmUidBase).toBe(1_900_000_000);
-    expect(config.vmGidBase).toBe(1_900_000_000);
+    expect(config.vmUidBase).toBeGreaterThanOrEqual(1_900_000_000);
+    expect(config.vmUidBase + 65_536).toBeLessThan(2 ** 31);
+    expect(config.vmGidBase).toBe(config.vmUidBase);
     expect(loadConfig({ MSB_QEMU_SECCOMP: "off" }).qemuSeccomp).toBe(false);
+  });
+
+  it("gives each MSB_HOME its own default id range; explicit bases win", () => {
+    const a = loadConfig({ MSB_HOME: "/srv/a" });
+    const b = loadConfig({ MSB_HOME: "/srv/b" });
+    expect(Math.abs(a.vmUidBase - b.vmUidBase)).toBeGreaterThanOrEqual(65_536);
+    expect(loadConfig({ MSB_HOME: "/srv/a/" }).vmUidBase).toBe(a.vmUidBase);
+    expect(loadConfig({ MSB_HOME: "/srv/a", MSB_VM_UID_BASE: "7" }).vmUidBase).toBe(7);
   });
 
   it("rejects invalid values with CONFIG_INVALID naming the variable", () => {

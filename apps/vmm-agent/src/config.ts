@@ -34,9 +34,9 @@ const EnvSchema = z.object({
   MSB_QEMU_SECCOMP: z.enum(["on", "off"]).default("on"),
   // Below 2^31 (some tools treat ids as signed) and outside the ranges distributions and
   // systemd hand out (system/user ids, subuid ranges, the container range below 1879048192).
-  MSB_VM_UID_BASE: intFrom(1, 2_147_000_000).default(1_900_000_000),
+  MSB_VM_UID_BASE: intFrom(1, 2_147_000_000).optional(),
   MSB_VM_UID_COUNT: intFrom(1, 1_000_000).default(65_536),
-  MSB_VM_GID_BASE: intFrom(1, 2_147_000_000).default(1_900_000_000),
+  MSB_VM_GID_BASE: intFrom(1, 2_147_000_000).optional(),
   MSB_TEMPLATES: z.enum(["0", "1"]).default("1"),
   MSB_TEMPLATE_MEMORY_DIR: z.string().min(1).optional(),
   MSB_POOL_SIZE: intFrom(0, 64).default(1),
@@ -116,6 +116,21 @@ export interface VmmAgentConfig {
   readonly volumePolicy: VolumePolicy;
 }
 
+/** Slots of 65,536 ids from 1,900,000,000 on: all below 2^31 (see MSB_VM_UID_BASE above). */
+const ID_SLOTS = 3_000;
+const ID_SLOT_SIZE = 65_536;
+
+/**
+ * The default first VM uid and gid of a home: 1,900,000,000 plus a slot picked by a hash of
+ * the resolved MSB_HOME, so that two servers with default settings on one host get different
+ * uids and firewall chains (the chain is named by the gid). Two homes that still meet are
+ * refused at start (supervision/id-range-lock.ts).
+ */
+export function defaultIdBase(msbHome: string): number {
+  const hash = createHash("sha256").update(resolve(msbHome)).digest().readUInt32BE(0);
+  return 1_900_000_000 + (hash % ID_SLOTS) * ID_SLOT_SIZE;
+}
+
 /** Reads the configuration from the environment; pure, so tests pass their own `env`. */
 export function loadConfig(env: Readonly<Record<string, string | undefined>>): VmmAgentConfig {
   const parsed = EnvSchema.safeParse(env);
@@ -158,9 +173,9 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): V
     outputCapBytes: e.MSB_OUTPUT_CAP_BYTES,
     consoleLogMaxBytes: e.MSB_CONSOLE_LOG_MAX_BYTES,
     qemuSeccomp: e.MSB_QEMU_SECCOMP === "on",
-    vmUidBase: e.MSB_VM_UID_BASE,
+    vmUidBase: e.MSB_VM_UID_BASE ?? defaultIdBase(msbHome),
     vmUidCount: e.MSB_VM_UID_COUNT,
-    vmGidBase: e.MSB_VM_GID_BASE,
+    vmGidBase: e.MSB_VM_GID_BASE ?? defaultIdBase(msbHome),
     templatesEnabled: e.MSB_TEMPLATES === "1",
     poolSize: e.MSB_TEMPLATES === "1" ? e.MSB_POOL_SIZE : 0,
     idlePauseMs: e.MSB_IDLE_PAUSE_SECONDS * 1000,

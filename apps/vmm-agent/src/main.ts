@@ -16,6 +16,7 @@ import type { AcceleratorChoice } from "./hypervisor/hypervisor.js";
 import { createVmIdentities } from "./hypervisor/qemu/identity.js";
 import { createQemuHypervisor } from "./hypervisor/qemu/qemu-hypervisor.js";
 import { installNetworkPolicy } from "./network/policy.js";
+import { claimIdRange } from "./supervision/id-range-lock.js";
 import { reapLeftovers } from "./supervision/leftovers.js";
 import { createProcProcessTable } from "./supervision/process-table.js";
 import { createTemplateBuilder } from "./templates/template-builder.js";
@@ -56,6 +57,17 @@ runMain(
 
     // Root can give every QEMU a uid of its own and firewall it; anyone else cannot.
     const privileged = process.getuid?.() === 0;
+    if (privileged) {
+      // Another home's live vmm-agent on overlapping ids would share uids and the firewall
+      // chain with this one: refused. Released last (hooks run newest first).
+      const releaseIds = await claimIdRange({
+        msbHome: config.msbHome,
+        uidBase: config.vmUidBase,
+        uidCount: config.vmUidCount,
+        gidBase: config.vmGidBase,
+      });
+      lifecycle.onShutdown("id range", releaseIds);
+    }
     const identities = createVmIdentities({
       privileged,
       uidBase: config.vmUidBase,
