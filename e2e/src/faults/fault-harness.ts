@@ -13,6 +13,7 @@ import {
 import { join, relative } from "node:path";
 import Database from "better-sqlite3";
 import { isErrorCode } from "@msb/errors";
+import { seededRandom } from "@msb/testing";
 import {
   freePort,
   isAlive,
@@ -404,19 +405,7 @@ export function sha256File(path: string): Promise<string> {
   });
 }
 
-/** A small seeded PRNG (mulberry32) so a failing random schedule can be replayed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-export { isAlive, msb, waitUntil };
+export { isAlive, msb, seededRandom, waitUntil };
 
 /** True when the process's parent is alive and is a vmm-agent (QEMU is exec'd by setpriv). */
 function parentIsVmmAgent(pid: number): boolean {

@@ -1,13 +1,14 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { AgentClient } from "./client.js";
 import {
+  encodeFrame,
   FRAME_HEADER_BYTES,
   FrameDecoder,
   FrameKind,
   MAX_FRAME_BYTES,
-  encodeFrame,
 } from "./frame.js";
-import { FakeAgent, duplexPair } from "./test-support/fake-agent.js";
+import { duplexPair, FakeAgent } from "./test-support/fake-agent.js";
+import { seededRandom } from "@msb/testing";
 
 /**
  * The guest is untrusted: everything it sends reaches the host decoder and AgentClient. These
@@ -53,17 +54,6 @@ function silence(agent: FakeAgent): () => number {
   return () => last;
 }
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
-
 describe("FrameDecoder against hostile bytes", () => {
   it("never holds more than one maximal frame, however the bytes are split", () => {
     const d = new FrameDecoder({ from: "guest" });
@@ -92,7 +82,7 @@ describe("FrameDecoder against hostile bytes", () => {
 
   it("random garbage: every input either waits for more bytes or fails with AGENT_PROTOCOL_ERROR", () => {
     const seed = Number(process.env["MSB_FUZZ_SEED"] ?? Date.now() % 1_000_000);
-    const next = rng(seed);
+    const next = seededRandom(seed);
     const cases = Number(process.env["MSB_FUZZ_CASES"] ?? 2_000);
     const outcomes = { frames: 0, waiting: 0, rejected: 0 };
     for (let i = 0; i < cases; i++) {

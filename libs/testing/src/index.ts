@@ -1,5 +1,6 @@
 export { freePort, waitFor, type WaitForOptions } from "./net.js";
 export { tempDir, type TempDir } from "./temp-dir.js";
+export { seededRandom } from "./random.js";
 export { startRegistry, type StartRegistryOptions, type TestRegistry } from "./registry.js";
 export { tarArchive, type TarEntry } from "./tar.js";
 export {
