@@ -113,7 +113,7 @@ async function startDetailed(
     details: true,
   });
   // A server without `details` answers the sentence: start kind unknown, not assumed.
-  return typeof r === "string" ? { start_kind: null, boot_ms: null } : r;
+  return typeof r === "string" ? { message: r, start_kind: null, boot_ms: null } : r;
 }
 
 async function stopQuietly(rpc: RpcClient, sandbox: string): Promise<void> {

@@ -184,8 +184,12 @@ describe("msb server (no VMs)", () => {
 
   it("takes over a stale lock and kills the services its dead owner left", async () => {
     const home = newHome();
-    // A leftover "service" of a server that died without PDEATHSIG (say, setpriv missing).
-    const leftover = spawn("sleep", ["1000"], { stdio: "ignore" });
+    // A leftover "service" of a server that died without PDEATHSIG (say, setpriv missing);
+    // like every service it carries its MSB_HOME, without which a start never touches it.
+    const leftover = spawn("sleep", ["1000"], {
+      stdio: "ignore",
+      env: { ...process.env, MSB_HOME: home },
+    });
     const pid = leftover.pid!;
     mkdirSync(join(home, "run"), { recursive: true });
     writeFileSync(

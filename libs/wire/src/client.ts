@@ -33,8 +33,14 @@ export function dialUrl(host: string, port: number): string {
 
 export interface ControlPlaneClient {
   readonly url: string;
-  /** `GET /api/v1/health`: the parsed body (at least `message`). */
-  health(signal?: AbortSignal): Promise<Record<string, unknown>>;
+  /**
+   * `GET /api/v1/health`: the parsed body (at least `message`). With `acceptUnhealthy`, a 503
+   * that still carries a JSON body (a service is down) returns that body instead of throwing.
+   */
+  health(
+    signal?: AbortSignal,
+    options?: { readonly acceptUnhealthy?: boolean },
+  ): Promise<Record<string, unknown>>;
   /** One JSON-RPC call; a JSON-RPC error becomes the MsbError named in `error.data.code`. */
   rpc(method: string, params: Record<string, unknown>, signal?: AbortSignal): Promise<unknown>;
 }
@@ -72,10 +78,11 @@ export function createControlPlaneClient(options: ControlPlaneClientOptions): Co
 
   return {
     url: base,
-    async health(signal) {
+    async health(signal, healthOptions) {
       const res = await request("/api/v1/health", { method: "GET" }, signal);
       const body: unknown = await res.json().catch(() => undefined);
-      if (!res.ok || body === null || typeof body !== "object") {
+      const usable = res.ok || healthOptions?.acceptUnhealthy === true;
+      if (!usable || body === null || typeof body !== "object") {
         throw new MsbError(
           "SERVICE_UNAVAILABLE",
           `msb server at ${base} answered health with HTTP ${res.status}. Next step: look at \`msb server log --service control-plane\`.`,

@@ -1,3 +1,4 @@
+import type { OutputEvent } from "./schemas/events.js";
 import { ERROR_CODES, ERROR_CODE_INFO, MsbError, isErrorCode, msbErrorFromWire } from "@msb/errors";
 
 /** Where a client sends its calls: the server's base URL and, unless it is `--dev`, a key. */
@@ -7,24 +8,30 @@ export interface ServerTarget {
 }
 
 /** One `output` event of a streamed run (docs/streaming.md). */
-export interface StreamedOutput {
-  readonly stream: "stdout" | "stderr";
-  readonly text: string;
+export type StreamedOutput = OutputEvent;
+
+export interface StreamRpcOptions {
+  readonly timeoutMs: number;
+  readonly signal?: AbortSignal;
+  /** Every event but `output` and `result` (image `progress`), as it arrives. */
+  readonly onEvent?: (name: string, value: unknown) => void;
+  /** Which service's log the TIMEOUT message points to. Default control-plane. */
+  readonly logService?: string;
 }
 
 /**
  * One JSON-RPC call answered as server-sent events (docs/streaming.md): `output` events go to
- * `onOutput` as they arrive, the `result` event is the answer (a JSON-RPC error in it is
- * thrown as its MsbError). A server that answers plain JSON is handled too: `onOutput` then
- * sees nothing and the caller prints the result's output. Aborting `signal` disconnects,
- * which makes the server kill the run.
+ * `onOutput` as they arrive, other events to `options.onEvent`, the `result` event is the
+ * answer (a JSON-RPC error in it is thrown as its MsbError). A server that answers plain JSON
+ * is handled too: `onOutput` then sees nothing and the caller prints the result's output.
+ * Aborting `signal` disconnects, which makes the server kill the run.
  */
 export async function streamRpc(
   target: ServerTarget,
   method: string,
   params: Record<string, unknown>,
   onOutput: (output: StreamedOutput) => void,
-  options: { readonly timeoutMs: number; readonly signal?: AbortSignal },
+  options: StreamRpcOptions,
 ): Promise<{ result: unknown; streamed: boolean }> {
   const deadline = AbortSignal.timeout(options.timeoutMs);
   const signal =
@@ -43,7 +50,7 @@ export async function streamRpc(
     if (deadline.aborted) {
       return new MsbError(
         "TIMEOUT",
-        `${method} did not finish within ${options.timeoutMs / 1000} s. Next step: check \`msb server log --service control-plane\`.`,
+        `${method} did not finish within ${formatDuration(options.timeoutMs)}. Next step: check \`msb server log --service ${options.logService ?? "control-plane"}\`.`,
         { cause: err, details: { url: target.url, method } },
       );
     }
@@ -70,12 +77,18 @@ export async function streamRpc(
     body = streamed
       ? await readEventStream(res, (name, value) => {
           if (name === "output") onOutput(value as StreamedOutput);
+          else options.onEvent?.(name, value);
         })
       : await res.json().catch(() => undefined);
   } catch (err) {
     throw fail(err);
   }
   return { result: jsonRpcResult(target.url, method, res.status, body), streamed };
+}
+
+/** "90 s", "60 minutes": how the CLI has always worded its deadlines. */
+function formatDuration(ms: number): string {
+  return ms >= 60 * 60_000 && ms % 60_000 === 0 ? `${ms / 60_000} minutes` : `${ms / 1000} s`;
 }
 
 /**

@@ -2,7 +2,14 @@ import { MsbError } from "@msb/errors";
 import { createApiKey } from "@msb/keys";
 import { z } from "zod";
 import type { CliDeps, GlobalOptions } from "../cli/context.js";
-import { type ControlPlaneClient, createControlPlaneClient, DEFAULT_SERVER_URL } from "@msb/wire";
+import {
+  commandResultSchema,
+  createControlPlaneClient,
+  DEFAULT_SERVER_URL,
+  sandboxMetricsSchema,
+  type CommandResult,
+  type ControlPlaneClient,
+} from "@msb/wire";
 import { msbPaths, readLockState, resolveSigningSecret, secretFromEnv } from "@msb/supervisor";
 import type { StartConfig } from "./sandboxfile.js";
 
@@ -52,33 +59,9 @@ export async function connect(
   return createControlPlaneClient({ ...(await resolveServerTarget(global, deps)), timeoutMs });
 }
 
-const outputSchema = z.array(z.object({ stream: z.string(), text: z.string() }));
-const commandSchema = z.object({
-  exit_code: z.number().nullable().optional(),
-  success: z.boolean().optional(),
-  output: outputSchema.default([]),
-  truncated: z.boolean().optional(),
-});
-export type CommandResult = z.infer<typeof commandSchema>;
-
-const metricsSchema = z.object({
-  sandboxes: z.array(
-    z
-      .object({
-        namespace: z.string(),
-        name: z.string(),
-        running: z.boolean(),
-        cpu_usage: z.number().nullable().optional(),
-        memory_usage: z.number().nullable().optional(),
-        disk_usage: z.number().nullable().optional(),
-        state: z.string().nullable().optional(),
-        reason: z.string().nullable().optional(),
-        image: z.string().nullable().optional(),
-      })
-      .passthrough(),
-  ),
-});
+const metricsSchema = z.object({ sandboxes: z.array(sandboxMetricsSchema.passthrough()) });
 export type SandboxMetrics = z.infer<typeof metricsSchema>["sandboxes"][number];
+export type { CommandResult };
 
 function unexpected(method: string, cause: unknown): MsbError {
   return new MsbError(
@@ -149,7 +132,7 @@ export async function runCommand(
 
 /** A `sandbox.command.run` result in the shape the CLI reads. */
 export function parseCommandResult(raw: unknown): CommandResult {
-  const parsed = commandSchema.safeParse(raw);
+  const parsed = commandResultSchema.safeParse(raw);
   if (!parsed.success) throw unexpected("sandbox.command.run", parsed.error);
   return parsed.data;
 }

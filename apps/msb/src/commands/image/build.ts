@@ -3,7 +3,7 @@ import { Command } from "commander";
 import { printJson, type CliDeps } from "../../cli/context.js";
 import { formatBytes } from "../../cli/table.js";
 import { shortDigest } from "./progress.js";
-import { imageSummarySchema, parseAnswer, pushResultSchema } from "./schema.js";
+import { imageSummarySchema, parseAnswer, pushResultSchema } from "@msb/wire";
 import { imageContext, interruptible, withNextStep } from "./shared.js";
 
 export function buildCommand(deps: CliDeps): Command {

@@ -1,8 +1,6 @@
-import { MsbError } from "@msb/errors";
 import type { CliDeps, GlobalOptions } from "../../cli/context.js";
-import { createControlPlaneClient, jsonRpcResult, readEventStream } from "@msb/wire";
+import { createControlPlaneClient, streamRpc, type ProgressEvent } from "@msb/wire";
 import { resolveServerTarget } from "../../project/remote.js";
-import type { ProgressEvent } from "./progress.js";
 
 /** A pull, build or push may download or build gigabytes: allow it this long. */
 export const IMAGE_OPERATION_TIMEOUT_MS = 60 * 60_000;
@@ -38,74 +36,22 @@ export async function connectImages(global: GlobalOptions, deps: CliDeps): Promi
   });
   return {
     call: (method, params, signal) => plain.rpc(method, params, signal),
-    stream: (method, params, onProgress, signal) =>
-      streamCall(url, apiKey, method, params, onProgress, signal),
+    stream: async (method, params, onProgress, signal) => {
+      const { result } = await streamRpc(
+        { url, ...(apiKey === undefined ? {} : { apiKey }) },
+        method,
+        params,
+        () => undefined,
+        {
+          timeoutMs: IMAGE_OPERATION_TIMEOUT_MS,
+          ...(signal === undefined ? {} : { signal }),
+          logService: "image-service",
+          onEvent: (name, value) => {
+            if (name === "progress") onProgress(value as ProgressEvent);
+          },
+        },
+      );
+      return result;
+    },
   };
-}
-
-async function streamCall(
-  url: string,
-  apiKey: string | undefined,
-  method: string,
-  params: Record<string, unknown>,
-  onProgress: (event: ProgressEvent) => void,
-  signal: AbortSignal | undefined,
-): Promise<unknown> {
-  const deadline = AbortSignal.timeout(IMAGE_OPERATION_TIMEOUT_MS);
-  const combined = signal === undefined ? deadline : AbortSignal.any([signal, deadline]);
-  const headers: Record<string, string> = {
-    "content-type": "application/json",
-    accept: "text/event-stream, application/json",
-  };
-  if (apiKey !== undefined) headers["authorization"] = `Bearer ${apiKey}`;
-  let res: Response;
-  try {
-    res = await fetch(`${url}/api/v1/rpc`, {
-      method: "POST",
-      headers,
-      body: JSON.stringify({ jsonrpc: "2.0", method, params, id: 1 }),
-      signal: combined,
-    });
-  } catch (err) {
-    throw transportError(url, method, err, signal, deadline);
-  }
-  let body: unknown;
-  try {
-    if ((res.headers.get("content-type") ?? "").startsWith("text/event-stream")) {
-      body = await readEventStream(res, (name, value) => {
-        if (name === "progress") onProgress(value as ProgressEvent);
-      });
-    } else {
-      body = await res.json().catch(() => undefined);
-    }
-  } catch (err) {
-    throw transportError(url, method, err, signal, deadline);
-  }
-  return jsonRpcResult(url, method, res.status, body);
-}
-
-function transportError(
-  url: string,
-  method: string,
-  err: unknown,
-  signal: AbortSignal | undefined,
-  deadline: AbortSignal,
-): MsbError {
-  if (signal?.aborted === true) {
-    return new MsbError("CANCELLED", `${method} was interrupted; the server stops it as well.`, {
-      cause: err,
-    });
-  }
-  if (deadline.aborted) {
-    return new MsbError(
-      "TIMEOUT",
-      `${method} did not finish within ${IMAGE_OPERATION_TIMEOUT_MS / 60_000} minutes. Next step: check \`msb server log --service image-service\`.`,
-      { cause: err, details: { url, method } },
-    );
-  }
-  return new MsbError(
-    "SERVER_NOT_RUNNING",
-    `msb server is not running at ${url} (or the connection broke); start it with \`msb server start --dev\`.`,
-    { cause: err, details: { url } },
-  );
 }

@@ -2,7 +2,7 @@ import { Command } from "commander";
 import { printJson, type CliDeps } from "../../cli/context.js";
 import { formatBytes, formatTable } from "../../cli/table.js";
 import { shortDigest } from "./progress.js";
-import { imageListSchema, parseAnswer } from "./schema.js";
+import { imageListSchema, parseAnswer } from "@msb/wire";
 import { imageContext, withNextStep } from "./shared.js";
 
 export interface ImageRow {

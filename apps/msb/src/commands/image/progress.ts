@@ -1,17 +1,8 @@
+import type { ProgressEvent } from "@msb/wire";
 import { formatBytes } from "../../cli/table.js";
 
-/** A `progress` event of image.pull / image.build / image.push (docs/api.md). */
-export interface ProgressEvent {
-  readonly phase: string;
-  readonly digest: string;
-  readonly current_bytes: number;
-  readonly current_total_bytes: number;
-  readonly done_bytes: number;
-  readonly total_bytes: number;
-  readonly done_items: number;
-  readonly total_items: number;
-  readonly message: string;
-}
+/** A `progress` event of image.pull / image.build / image.push: the wire's own shape. */
+export type { ProgressEvent };
 
 /** `sha256:0123456789ab` — enough of a digest for people. */
 export function shortDigest(digest: string): string {

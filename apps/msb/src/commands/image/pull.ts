@@ -2,7 +2,7 @@ import { Command } from "commander";
 import { printJson, type CliDeps } from "../../cli/context.js";
 import { formatBytes } from "../../cli/table.js";
 import { shortDigest } from "./progress.js";
-import { imageSummarySchema, parseAnswer } from "./schema.js";
+import { imageSummarySchema, parseAnswer } from "@msb/wire";
 import { imageContext, interruptible, withNextStep } from "./shared.js";
 
 export function pullCommand(deps: CliDeps): Command {

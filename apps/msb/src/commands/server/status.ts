@@ -2,7 +2,13 @@ import { Command } from "commander";
 import { MsbError } from "@msb/errors";
 import { createApiKey } from "@msb/keys";
 import { z } from "zod";
-import { createControlPlaneClient, DEFAULT_SERVER_URL } from "@msb/wire";
+import {
+  createControlPlaneClient,
+  DEFAULT_SERVER_URL,
+  sandboxMetricsSchema,
+  vmmHealthSchema,
+  type VmmHealth,
+} from "@msb/wire";
 import { printJson, type CliDeps, type GlobalOptions } from "../../cli/context.js";
 import { globalOptions } from "../../cli/globals.js";
 import { formatBytes, formatTable } from "../../cli/table.js";
@@ -22,56 +28,17 @@ export interface StatusOptions {
   readonly namespace?: string;
 }
 
-const sandboxSchema = z.object({
-  namespace: z.string(),
-  name: z.string(),
-  running: z.boolean(),
-  cpu_usage: z.number().nullable().optional(),
-  memory_usage: z.number().nullable().optional(),
-  disk_usage: z.number().nullable().optional(),
-  /** "cold", "template" or "pool" (servers before the warm pool do not send it). */
-  start_kind: z.string().nullable().optional(),
-  boot_ms: z.number().nullable().optional(),
-  paused: z.boolean().optional(),
+// The status table and --json show these fields (not a sandbox's state, reason or image).
+const statusSchema = z.object({
+  sandboxes: z.array(sandboxMetricsSchema.omit({ state: true, reason: true, image: true })),
 });
-export type SandboxStatus = z.infer<typeof sandboxSchema>;
-const metricsSchema = z.object({ sandboxes: z.array(sandboxSchema) });
-
-const vmmSchema = z.object({
-  vms_running: z.number().optional(),
-  max_vms: z.number().optional(),
-  vms_paused: z.number().optional(),
-  starts: z
-    .object({
-      pool_hits: z.number(),
-      pool_misses: z.number(),
-      template_restores: z.number(),
-      cold_boots: z.number(),
-    })
-    .optional(),
-  templates: z
-    .array(
-      z.object({
-        key: z.string(),
-        image: z.string(),
-        memory_mib: z.number(),
-        vcpus: z.number(),
-        state: z.string(),
-        reason: z.string(),
-        warm_language: z.string(),
-        pool_ready: z.number(),
-        pool_target: z.number(),
-        build_ms: z.number(),
-      }),
-    )
-    .optional(),
-});
+export type SandboxStatus = z.infer<typeof statusSchema>["sandboxes"][number];
 /** The vmm agent's VM counts, start counters and templates, as `/api/v1/health` reports them. */
-export type VmmStatus = z.infer<typeof vmmSchema>;
+export type VmmStatus = VmmHealth;
 
 /** `services.vmm` of a health body, or undefined when the server does not report it. */
 export function vmmStatusOf(health: unknown): VmmStatus | undefined {
-  const services = z.object({ services: z.object({ vmm: vmmSchema }) }).safeParse(health);
+  const services = z.object({ services: z.object({ vmm: vmmHealthSchema }) }).safeParse(health);
   if (!services.success) return undefined;
   const vmm = services.data.services.vmm;
   return Object.keys(vmm).length === 0 ? undefined : vmm;
@@ -239,7 +206,7 @@ export async function runServerStatus(
   let sandboxes: SandboxStatus[] = [];
   let sandboxesError: StatusReport["sandboxesError"];
   try {
-    const result = metricsSchema.parse(
+    const result = statusSchema.parse(
       await client.rpc("sandbox.metrics.get", { namespace: options.namespace ?? "*" }),
     );
     sandboxes = result.sandboxes.filter((s) => names.length === 0 || names.includes(s.name));
