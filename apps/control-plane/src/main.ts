@@ -86,6 +86,7 @@ runMain(
         maxBatchSize: config.limits.maxBatchSize,
         mcpMaxSessions: config.limits.mcpMaxSessions,
         mcpMaxSessionsPerKey: config.limits.mcpMaxSessionsPerKey,
+        allowedOrigins: config.allowedOrigins,
         healthTimeoutMs: config.timeouts.probeMs,
         loopbackHostsOnly: loopback,
       },

@@ -109,6 +109,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       maxBatchSize: config.limits.maxBatchSize,
       mcpMaxSessions: config.limits.mcpMaxSessions,
       mcpMaxSessionsPerKey: config.limits.mcpMaxSessionsPerKey,
+      allowedOrigins: config.allowedOrigins,
       healthTimeoutMs: 2_000,
       loopbackHostsOnly: true,
     },
