@@ -47,14 +47,45 @@ export interface AppOptions {
    * `Origin` (CLI, SDKs, curl) are not affected. Default none.
    */
   readonly allowedOrigins?: readonly string[];
+  /** Slow-client limits; defaults as in `config.ts` (`MSB_HTTP_*_TIMEOUT_MS`). */
+  readonly http?: HttpTimeouts;
 }
+
+/**
+ * Limits for slow or stalled clients. They bound receiving a request only: a streamed answer
+ * (SSE) or an upgraded WebSocket lasts as long as its run or session.
+ */
+export interface HttpTimeouts {
+  /** Until the request headers are complete. Default 10 s. */
+  readonly headersTimeoutMs: number;
+  /** Until the whole request (headers and body) is in. Default 60 s. */
+  readonly requestTimeoutMs: number;
+  /** An idle keep-alive connection between requests. Default 5 s. */
+  readonly keepAliveTimeoutMs: number;
+}
+
+const DEFAULT_HTTP_TIMEOUTS: HttpTimeouts = {
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 60_000,
+  keepAliveTimeoutMs: 5_000,
+};
 
 /**
  * The HTTP application: health, JSON-RPC, MCP. Not listening yet: `main.ts` calls `listen`,
  * tests use `inject()` or `listen({ port: 0 })`.
  */
 export function createApp(deps: AppDeps, options: AppOptions): FastifyInstance {
+  const timeouts = options.http ?? DEFAULT_HTTP_TIMEOUTS;
   const app = Fastify({
+    // Stalled headers or bodies get 408 and the connection closed; node checks every second.
+    http: {
+      headersTimeout: timeouts.headersTimeoutMs,
+      requestTimeout: timeouts.requestTimeoutMs,
+      keepAliveTimeout: timeouts.keepAliveTimeoutMs,
+      connectionsCheckingInterval: Math.min(1_000, timeouts.headersTimeoutMs),
+    },
+    requestTimeout: timeouts.requestTimeoutMs,
+    keepAliveTimeout: timeouts.keepAliveTimeoutMs,
     loggerInstance: deps.logger,
     bodyLimit: options.bodyLimitBytes,
     genReqId: () => randomUUID(),

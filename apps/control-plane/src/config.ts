@@ -26,6 +26,12 @@ export interface ControlPlaneConfig {
   readonly policy: PolicyConfig;
   readonly limits: LimitsConfig;
   readonly timeouts: TimeoutsConfig;
+  /** Slow-client limits of the HTTP server (receiving a request only; streams are not cut). */
+  readonly http: {
+    readonly headersTimeoutMs: number;
+    readonly requestTimeoutMs: number;
+    readonly keepAliveTimeoutMs: number;
+  };
 }
 
 export interface PolicyConfig {
@@ -133,6 +139,9 @@ const envSchema = z.object({
       "must be comma-separated origins like https://app.example.com",
     )
     .default(""),
+  MSB_HTTP_HEADERS_TIMEOUT_MS: int(100, 600_000).default(10_000),
+  MSB_HTTP_REQUEST_TIMEOUT_MS: int(100, 3_600_000).default(60_000),
+  MSB_HTTP_KEEP_ALIVE_TIMEOUT_MS: int(100, 600_000).default(5_000),
   MSB_MCP_MAX_SESSIONS: int(1, 100_000).default(100),
   MSB_MCP_MAX_SESSIONS_PER_KEY: int(1, 100_000).default(10),
   MSB_RUN_TIMEOUT_MS: int(1_000, 86_400_000).default(300_000),
@@ -229,6 +238,11 @@ export function loadConfig(
       outputLimitBytes: e.MSB_OUTPUT_LIMIT_BYTES,
       mcpMaxSessions: e.MSB_MCP_MAX_SESSIONS,
       mcpMaxSessionsPerKey: e.MSB_MCP_MAX_SESSIONS_PER_KEY,
+    },
+    http: {
+      headersTimeoutMs: Math.min(e.MSB_HTTP_HEADERS_TIMEOUT_MS, e.MSB_HTTP_REQUEST_TIMEOUT_MS),
+      requestTimeoutMs: e.MSB_HTTP_REQUEST_TIMEOUT_MS,
+      keepAliveTimeoutMs: e.MSB_HTTP_KEEP_ALIVE_TIMEOUT_MS,
     },
     timeouts: {
       runDefaultMs: e.MSB_RUN_TIMEOUT_MS,

@@ -87,6 +87,7 @@ runMain(
         mcpMaxSessions: config.limits.mcpMaxSessions,
         mcpMaxSessionsPerKey: config.limits.mcpMaxSessionsPerKey,
         allowedOrigins: config.allowedOrigins,
+        http: config.http,
         healthTimeoutMs: config.timeouts.probeMs,
         loopbackHostsOnly: loopback,
       },
