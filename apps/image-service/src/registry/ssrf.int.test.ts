@@ -21,77 +21,50 @@ interface Listener {
   close(): Promise<void>;
 }
 
-async function listen(server: Server | TcpServer): Promise<number> {
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  return typeof address === "object" && address !== null ? address.port : 0;
-}
-
-/** Closes a listener and every connection it still has. */
-function closer(server: Server | TcpServer): () => Promise<void> {
+/** Listens on 127.0.0.1:0; `close` also ends every connection the server still has. */
+async function start(server: Server | TcpServer, hits: string[]): Promise<Listener> {
   const sockets = new Set<Socket>();
   server.on("connection", (socket: Socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
   });
-  return () =>
-    new Promise((resolve) => {
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  const port = typeof address === "object" && address !== null ? address.port : 0;
+  const close = () =>
+    new Promise<void>((resolve) => {
       server.close(() => resolve());
       for (const socket of sockets) socket.destroy();
     });
+  return { host: `127.0.0.1:${port}`, port, hits, close };
 }
 
-/** An HTTP server answering every request with `status` and a body holding {@link SECRET}. */
-async function internalListener(status = 200): Promise<Listener> {
+/** An HTTP server answering every request with `status`, `type` and `body`, counting hits. */
+function httpListener(status: number, type: string, body: string): Promise<Listener> {
   const hits: string[] = [];
   const server = createHttpServer((req, res) => {
     hits.push(`${req.method} ${req.url}`);
-    res.writeHead(status, { "content-type": "text/plain" });
-    res.end(`${SECRET} root:x:0:0 aws_secret_access_key=AKIA${SECRET}\n`);
+    res.writeHead(status, { "content-type": type }).end(body);
   });
-  const close = closer(server);
-  const port = await listen(server);
-  return {
-    host: `127.0.0.1:${port}`,
-    port,
-    hits,
-    close,
-  };
+  return start(server, hits);
 }
 
+/** An internal-only service: every request gets `status` and a body holding {@link SECRET}. */
+const internalListener = (status = 200) =>
+  httpListener(status, "text/plain", `${SECRET} root:x:0:0 aws_secret_access_key=AKIA${SECRET}\n`);
+
+/** An HTTP server that is not a registry: 404 with an HTML page for everything. */
+const webListener = () =>
+  httpListener(404, "text/html", `<html><body>Not here. ${SECRET}</body></html>`);
+
 /** A TCP server that answers like SSH (a banner, then close): open, but not HTTP. */
-async function bannerListener(): Promise<Listener> {
+function bannerListener(): Promise<Listener> {
   const hits: string[] = [];
   const server = createTcpServer((socket) => {
     hits.push("connect");
     socket.end(`SSH-2.0-OpenSSH_9.2 ${SECRET}\r\n`);
   });
-  const close = closer(server);
-  const port = await listen(server);
-  return {
-    host: `127.0.0.1:${port}`,
-    port,
-    hits,
-    close,
-  };
-}
-
-/** An HTTP server that is not a registry: 404 with an HTML page for everything. */
-async function webListener(): Promise<Listener> {
-  const hits: string[] = [];
-  const server = createHttpServer((req, res) => {
-    hits.push(`${req.method} ${req.url}`);
-    res.writeHead(404, { "content-type": "text/html" });
-    res.end(`<html><body>Not here. ${SECRET}</body></html>`);
-  });
-  const close = closer(server);
-  const port = await listen(server);
-  return {
-    host: `127.0.0.1:${port}`,
-    port,
-    hits,
-    close,
-  };
+  return start(server, hits);
 }
 
 /**
@@ -166,14 +139,7 @@ async function hostileRegistry(options: {
       res.writeHead(404, api).end('{"errors":[{"code":"NOT_FOUND","message":"nope"}]}');
     }
   });
-  const close = closer(server);
-  const port = await listen(server);
-  return {
-    host: `127.0.0.1:${port}`,
-    port,
-    hits,
-    close,
-  };
+  return start(server, hits);
 }
 
 async function pullError(service: ImageService, reference: string): Promise<MsbError> {
