@@ -15,6 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { report, summarize } from "./stats.js";
+import { createRpcClient } from "./suite/client.js";
 
 const MSB = fileURLToPath(new URL("../../apps/msb/dist/main.js", import.meta.url));
 
@@ -61,24 +62,9 @@ async function main(): Promise<void> {
     String(port),
   ]);
   if (started.code !== 0) throw new Error(`msb server start failed (${started.code})`);
-  let id = 0;
-  const rpc = async (method: string, params: unknown): Promise<unknown> => {
-    const res = await fetch(`${url}/api/v1/rpc`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ jsonrpc: "2.0", method, params, id: ++id }),
-    });
-    const body = (await res.json()) as {
-      result?: unknown;
-      error?: { message: string; data?: { code?: string } };
-    };
-    if (body.error) {
-      const err = new Error(`${method}: ${body.error.message}`);
-      (err as Error & { code?: string }).code = body.error.data?.code;
-      throw err;
-    }
-    return body.result;
-  };
+  // The one wire client; a JSON-RPC error is an MsbError carrying the server's code.
+  const client = createRpcClient(url);
+  const rpc = (method: string, params: Record<string, unknown>) => client.call(method, params);
   const sample = async (n: number): Promise<number[]> => {
     const out: number[] = [];
     for (let i = 0; i < n; i++) {

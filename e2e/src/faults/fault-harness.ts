@@ -14,6 +14,7 @@ import { join, relative } from "node:path";
 import Database from "better-sqlite3";
 import { isErrorCode } from "@msb/errors";
 import { seededRandom } from "@msb/testing";
+import { createControlPlaneClient } from "@msb/wire";
 import {
   freePort,
   isAlive,
@@ -76,13 +77,12 @@ export async function call(
   params: unknown,
   timeoutMs = 240_000,
 ): Promise<RpcAnswer> {
-  const res = await fetch(`${url}/api/v1/rpc`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ jsonrpc: "2.0", method, params, id: 1 }),
-    signal: AbortSignal.timeout(timeoutMs),
-  });
-  return (await res.json()) as RpcAnswer;
+  const { status, body } = await createControlPlaneClient({ url, timeoutMs }).answer(
+    method,
+    params,
+  );
+  if (body === undefined) throw new Error(`${method}: HTTP ${status} without a JSON-RPC body`);
+  return body as RpcAnswer;
 }
 
 /** A call that must succeed; its result. */

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePort } from "@msb/testing";
+import { createControlPlaneClient } from "@msb/wire";
 
 /** From @msb/testing; re-exported because every server test starts from this harness. */
 export { freePort };
@@ -90,11 +91,10 @@ export function startForeground(
 export async function startDevServer(
   home: string,
   args: readonly string[] = [],
-  env: NodeJS.ProcessEnv = {},
 ): Promise<{ server: ForegroundServer; url: string }> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const server = startForeground(home, ["--dev", "--port", String(port), ...args], env);
+  const server = startForeground(home, ["--dev", "--port", String(port), ...args]);
   await server.ready;
   return { server, url };
 }
@@ -173,13 +173,12 @@ export async function rpc(
   params: unknown,
   key?: string,
 ): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(`${url}/api/v1/rpc`, {
-    method: "POST",
-    headers: {
-      "content-type": "application/json",
-      ...(key === undefined ? {} : { authorization: `Bearer ${key}` }),
-    },
-    body: JSON.stringify({ jsonrpc: "2.0", method, params, id: 1 }),
+  const client = createControlPlaneClient({
+    url,
+    timeoutMs: 600_000,
+    ...(key === undefined ? {} : { apiKey: key }),
   });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  const { status, body } = await client.answer(method, params);
+  if (body === undefined) throw new Error(`${method}: HTTP ${status} without a JSON-RPC body`);
+  return { status, body };
 }

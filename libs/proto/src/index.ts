@@ -1,8 +1,6 @@
 export {
   BuildImageRequest,
   BuildImageResponse,
-  CheckPullRequest,
-  CheckPullResponse,
   GetImageRequest,
   GetImageResponse,
   Image,

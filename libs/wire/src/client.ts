@@ -1,4 +1,5 @@
 import { MsbError } from "@msb/errors";
+import type { RpcResponse } from "./schemas/events.js";
 import { jsonRpcResult } from "./stream.js";
 
 export const DEFAULT_SERVER_URL = "http://127.0.0.1:5555";
@@ -43,6 +44,15 @@ export interface ControlPlaneClient {
   ): Promise<Record<string, unknown>>;
   /** One JSON-RPC call; a JSON-RPC error becomes the MsbError named in `error.data.code`. */
   rpc(method: string, params: Record<string, unknown>, signal?: AbortSignal): Promise<unknown>;
+  /**
+   * One JSON-RPC call answered as it came: the HTTP status and the JSON-RPC response (undefined
+   * when the body is not JSON). For tests and probes that look at error answers themselves.
+   */
+  answer(
+    method: string,
+    params: unknown,
+    signal?: AbortSignal,
+  ): Promise<{ status: number; body: RpcResponse | undefined }>;
 }
 
 export interface ControlPlaneClientOptions {
@@ -76,6 +86,22 @@ export function createControlPlaneClient(options: ControlPlaneClientOptions): Co
     }
   };
 
+  const post = async (method: string, params: unknown, signal?: AbortSignal) => {
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    if (options.apiKey !== undefined) headers["authorization"] = `Bearer ${options.apiKey}`;
+    const res = await request(
+      "/api/v1/rpc",
+      {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ jsonrpc: "2.0", method, params, id: 1 }),
+      },
+      signal,
+    );
+    const body: unknown = await res.json().catch(() => undefined);
+    return { status: res.status, body };
+  };
+
   return {
     url: base,
     async health(signal, healthOptions) {
@@ -92,19 +118,12 @@ export function createControlPlaneClient(options: ControlPlaneClientOptions): Co
       return body as Record<string, unknown>;
     },
     async rpc(method, params, signal) {
-      const headers: Record<string, string> = { "content-type": "application/json" };
-      if (options.apiKey !== undefined) headers["authorization"] = `Bearer ${options.apiKey}`;
-      const res = await request(
-        "/api/v1/rpc",
-        {
-          method: "POST",
-          headers,
-          body: JSON.stringify({ jsonrpc: "2.0", method, params, id: 1 }),
-        },
-        signal,
-      );
-      const body: unknown = await res.json().catch(() => undefined);
-      return jsonRpcResult(base, method, res.status, body);
+      const { status, body } = await post(method, params, signal);
+      return jsonRpcResult(base, method, status, body);
+    },
+    async answer(method, params, signal) {
+      const { status, body } = await post(method, params, signal);
+      return { status, body: body as RpcResponse | undefined };
     },
   };
 }

@@ -1,6 +1,9 @@
 // The JSON-RPC/SSE wire of the control plane's public API — zod schemas of the results and
 // stream events — and the one client that speaks it (used by the CLI, bench and e2e; the SDK,
-// which must stay dependency-free, imports only types).
+// which must stay dependency-free, keeps its own client and is held to these types by a test).
+// The control plane's zod param schemas (apps/control-plane/src/sandboxes/schemas.ts and
+// images/schemas.ts) are meant to move here unchanged, under src/schemas/: their imports
+// (@msb/errors, @msb/keys, zod) are already this library's dependencies.
 export {
   createControlPlaneClient,
   DEFAULT_SERVER_URL,
