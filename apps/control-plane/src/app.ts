@@ -40,14 +40,52 @@ export interface AppOptions {
    * binds loopback: it stops DNS-rebinding pages from driving a local (often --dev) server.
    */
   readonly loopbackHostsOnly: boolean;
+  /**
+   * Browser origins allowed to call (`MSB_ALLOWED_ORIGINS`, exact `scheme://host[:port]`).
+   * A request with any other `Origin` header is refused on every route (the MCP spec requires
+   * it for streamable HTTP; a page could otherwise drive a --dev server). Requests without
+   * `Origin` (CLI, SDKs, curl) are not affected. Default none.
+   */
+  readonly allowedOrigins?: readonly string[];
+  /** Slow-client limits; defaults as in `config.ts` (`MSB_HTTP_*_TIMEOUT_MS`). */
+  readonly http?: HttpTimeouts;
 }
+
+/**
+ * Limits for slow or stalled clients. They bound receiving a request only: a streamed answer
+ * (SSE) or an upgraded WebSocket lasts as long as its run or session.
+ */
+export interface HttpTimeouts {
+  /** Until the request headers are complete. Default 10 s. */
+  readonly headersTimeoutMs: number;
+  /** Until the whole request (headers and body) is in. Default 60 s. */
+  readonly requestTimeoutMs: number;
+  /** An idle keep-alive connection between requests. Default 5 s. */
+  readonly keepAliveTimeoutMs: number;
+}
+
+const DEFAULT_HTTP_TIMEOUTS: HttpTimeouts = {
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 60_000,
+  keepAliveTimeoutMs: 5_000,
+};
 
 /**
  * The HTTP application: health, JSON-RPC, MCP. Not listening yet: `main.ts` calls `listen`,
  * tests use `inject()` or `listen({ port: 0 })`.
  */
 export function createApp(deps: AppDeps, options: AppOptions): FastifyInstance {
+  const timeouts = options.http ?? DEFAULT_HTTP_TIMEOUTS;
   const app = Fastify({
+    // Stalled headers or bodies get 408 and the connection closed; node checks every second.
+    http: {
+      headersTimeout: timeouts.headersTimeoutMs,
+      requestTimeout: timeouts.requestTimeoutMs,
+      keepAliveTimeout: timeouts.keepAliveTimeoutMs,
+      connectionsCheckingInterval: Math.min(1_000, timeouts.headersTimeoutMs),
+    },
+    requestTimeout: timeouts.requestTimeoutMs,
+    keepAliveTimeout: timeouts.keepAliveTimeoutMs,
     loggerInstance: deps.logger,
     bodyLimit: options.bodyLimitBytes,
     genReqId: () => randomUUID(),
@@ -57,6 +95,7 @@ export function createApp(deps: AppDeps, options: AppOptions): FastifyInstance {
   }) as unknown as FastifyInstance;
 
   installJsonRpcFraming(app, options.bodyLimitBytes);
+  const allowedOrigins = new Set((options.allowedOrigins ?? []).map(normaliseOrigin));
 
   app.addHook("onRequest", async (request, reply) => {
     reply.header("x-request-id", request.id);
@@ -68,6 +107,25 @@ export function createApp(deps: AppDeps, options: AppOptions): FastifyInstance {
       );
       return reply.status(421).send(errorResponse(null, err));
     }
+    const origin = request.headers.origin;
+    if (origin !== undefined && !allowedOrigins.has(normaliseOrigin(origin))) {
+      const err = new MsbError(
+        "AUTH_FORBIDDEN",
+        `Origin '${origin}' is not allowed: browser pages may call this server only from the origins the operator lists in MSB_ALLOWED_ORIGINS (${allowedOrigins.size === 0 ? "none" : [...allowedOrigins].join(", ")}). Clients that are not browsers send no Origin.`,
+        { details: { reason: "origin", origin } },
+      );
+      request.log.info({ origin, url: request.url }, "request from a foreign origin refused");
+      return reply.status(403).send(errorResponse(null, err));
+    }
+  });
+
+  // A refused WebSocket upgrade (bad key, foreign Origin) is answered over the raw socket,
+  // which the HTTP server no longer tracks: close it, or a client could hold it open forever.
+  app.addHook("onResponse", (request, _reply, done) => {
+    if (request.headers.upgrade !== undefined && request.raw.socket.writable) {
+      request.raw.socket.destroySoon();
+    }
+    done();
   });
 
   app.get(HEALTH_PATH, async (request, reply) => {
@@ -95,6 +153,11 @@ export function createApp(deps: AppDeps, options: AppOptions): FastifyInstance {
   );
 
   return app;
+}
+
+/** Origins compare case-insensitively and without a trailing slash. */
+export function normaliseOrigin(origin: string): string {
+  return origin.trim().toLowerCase().replace(/\/+$/, "");
 }
 
 function isLoopbackHostHeader(host: string | undefined): boolean {

@@ -11,6 +11,11 @@ export interface ControlPlaneConfig {
   readonly port: number;
   /** No authentication; volume roots default to the user's home and /tmp. */
   readonly dev: boolean;
+  /**
+   * Browser origins (`scheme://host[:port]`) whose pages may call the API
+   * (`MSB_ALLOWED_ORIGINS`, comma-separated; default none). Any other `Origin` is refused.
+   */
+  readonly allowedOrigins: readonly string[];
   readonly imageServiceAddr: string;
   readonly vmmAgentAddr: string;
   /**
@@ -21,6 +26,12 @@ export interface ControlPlaneConfig {
   readonly policy: PolicyConfig;
   readonly limits: LimitsConfig;
   readonly timeouts: TimeoutsConfig;
+  /** Slow-client limits of the HTTP server (receiving a request only; streams are not cut). */
+  readonly http: {
+    readonly headersTimeoutMs: number;
+    readonly requestTimeoutMs: number;
+    readonly keepAliveTimeoutMs: number;
+  };
 }
 
 export interface PolicyConfig {
@@ -121,6 +132,16 @@ const envSchema = z.object({
   MSB_BODY_LIMIT_BYTES: int(1024, 1024 * MIB).default(10 * MIB),
   MSB_MAX_BATCH_SIZE: int(1, 10_000).default(100),
   MSB_OUTPUT_LIMIT_BYTES: int(1024, 256 * MIB).default(MIB),
+  MSB_ALLOWED_ORIGINS: z
+    .string()
+    .regex(
+      /^\s*(?:https?:\/\/[^\s,/]+\/?\s*(?:,\s*https?:\/\/[^\s,/]+\/?\s*)*)?$/i,
+      "must be comma-separated origins like https://app.example.com",
+    )
+    .default(""),
+  MSB_HTTP_HEADERS_TIMEOUT_MS: int(100, 600_000).default(10_000),
+  MSB_HTTP_REQUEST_TIMEOUT_MS: int(100, 3_600_000).default(60_000),
+  MSB_HTTP_KEEP_ALIVE_TIMEOUT_MS: int(100, 600_000).default(5_000),
   MSB_MCP_MAX_SESSIONS: int(1, 100_000).default(100),
   MSB_MCP_MAX_SESSIONS_PER_KEY: int(1, 100_000).default(10),
   MSB_RUN_TIMEOUT_MS: int(1_000, 86_400_000).default(300_000),
@@ -192,6 +213,9 @@ export function loadConfig(
     host: e.MSB_HOST,
     port: e.MSB_PORT,
     dev: e.MSB_DEV,
+    allowedOrigins: e.MSB_ALLOWED_ORIGINS.split(",")
+      .map((o) => o.trim().toLowerCase().replace(/\/+$/, ""))
+      .filter((o) => o !== ""),
     imageServiceAddr:
       e.MSB_IMAGE_SERVICE_ADDR ?? `unix:${join(msbHome, "run", "image-service.sock")}`,
     vmmAgentAddr: e.MSB_VMM_AGENT_ADDR ?? `unix:${join(msbHome, "run", "vmm-agent.sock")}`,
@@ -214,6 +238,11 @@ export function loadConfig(
       outputLimitBytes: e.MSB_OUTPUT_LIMIT_BYTES,
       mcpMaxSessions: e.MSB_MCP_MAX_SESSIONS,
       mcpMaxSessionsPerKey: e.MSB_MCP_MAX_SESSIONS_PER_KEY,
+    },
+    http: {
+      headersTimeoutMs: Math.min(e.MSB_HTTP_HEADERS_TIMEOUT_MS, e.MSB_HTTP_REQUEST_TIMEOUT_MS),
+      requestTimeoutMs: e.MSB_HTTP_REQUEST_TIMEOUT_MS,
+      keepAliveTimeoutMs: e.MSB_HTTP_KEEP_ALIVE_TIMEOUT_MS,
     },
     timeouts: {
       runDefaultMs: e.MSB_RUN_TIMEOUT_MS,

@@ -86,6 +86,8 @@ runMain(
         maxBatchSize: config.limits.maxBatchSize,
         mcpMaxSessions: config.limits.mcpMaxSessions,
         mcpMaxSessionsPerKey: config.limits.mcpMaxSessionsPerKey,
+        allowedOrigins: config.allowedOrigins,
+        http: config.http,
         healthTimeoutMs: config.timeouts.probeMs,
         loopbackHostsOnly: loopback,
       },

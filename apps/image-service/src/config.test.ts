@@ -6,7 +6,10 @@ describe("loadConfig", () => {
     expect(loadConfig({}, "/home/u")).toEqual({
       home: "/home/u/.msb",
       address: "unix:/home/u/.msb/run/image-service.sock",
+      registries: ["docker.io", "ghcr.io", "quay.io"],
       insecureRegistries: [],
+      maxLayerBytes: 4 * 1024 ** 3,
+      maxImageBytes: 8 * 1024 ** 3,
       cacheDir: "/home/u/.cache/msb",
       rootfsCache: true,
       registryAuth: {},
@@ -23,6 +26,20 @@ describe("loadConfig", () => {
     });
     expect(c.insecureRegistries).toEqual(["reg.lan:5000", "other.lan"]);
     expect(c.registryAuth["ghcr.io"]).toEqual({ username: "u", password: "p" });
+  });
+
+  it("reads the registry allow-list (empty = none) and the unpack caps", () => {
+    const c = loadConfig({
+      MSB_REGISTRIES: "docker.io, 127.0.0.1:5000",
+      MSB_IMAGE_MAX_LAYER_BYTES: "1048576",
+      MSB_IMAGE_MAX_BYTES: "2097152",
+    });
+    expect(c.registries).toEqual(["docker.io", "127.0.0.1:5000"]);
+    expect([c.maxLayerBytes, c.maxImageBytes]).toEqual([1048576, 2097152]);
+    expect(loadConfig({ MSB_REGISTRIES: "" }).registries).toEqual([]);
+    expect(() => loadConfig({ MSB_IMAGE_MAX_BYTES: "-1" })).toThrow(
+      expect.objectContaining({ code: "CONFIG_INVALID" }) as Error,
+    );
   });
 
   it("reads MSB_CACHE_DIR and MSB_ROOTFS_CACHE", () => {

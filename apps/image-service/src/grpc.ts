@@ -68,6 +68,7 @@ export function createImageServiceHandlers(
         }),
       ),
     ),
+    checkPull: unaryHandler(logger, "CheckPull", (req) => service.checkPull(req.reference)),
     pushImage: serverStreamHandler(logger, "PushImage", (req, ctx) =>
       stream(service.push(req.reference, req.target, ctx.signal), (e) => ({
         event: e.$case === "progress" ? e : { $case: "result" as const, value: e.value },

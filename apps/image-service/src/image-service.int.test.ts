@@ -103,6 +103,8 @@ describe("image service over gRPC against a real registry", () => {
       cacheDir: process.env["MSB_CACHE_DIR"] ?? join(homedir(), ".cache", "msb"),
       // Per-home rootfs builds (`cached: false` first); sharing: rootfs/rootfs-cache.int.test.ts.
       rootfsCache: false,
+      // The test registry is on loopback: contacted only because it is listed.
+      registries: [registry.host],
       insecureRegistries: [],
       registryAuth: {},
     });
@@ -230,6 +232,32 @@ describe("image service over gRPC against a real registry", () => {
     }
   });
 
+  it("CheckPull says whether an image is local and whether its registry is allowed", async () => {
+    const check = (reference: string) =>
+      callUnary(SERVICE, client.checkPull.bind(client), { reference }, { timeoutMs: 30_000 });
+    const layer = gzipSync(tarArchive([{ path: "etc/checked", content: "x" }]));
+    await pushRawImage(registry.url, "test/checked", "v1", { layers: [{ data: layer }] });
+    const ref = `${registry.host}/test/checked:v1`;
+    expect(await check(ref)).toEqual({
+      reference: ref,
+      registry: registry.host,
+      present: false,
+      registryAllowed: true,
+    });
+    await pull(ref);
+    expect(await check(ref)).toMatchObject({ present: true, registryAllowed: true });
+    expect(await check("127.0.0.1:1/x/y")).toMatchObject({
+      reference: "127.0.0.1:1/x/y:latest",
+      present: false,
+      registryAllowed: false,
+    });
+    expect(await check("python:3.12")).toMatchObject({
+      reference: "docker.io/library/python:3.12",
+      registryAllowed: false,
+    });
+    await expectError(check("Not/Valid"), "IMAGE_REFERENCE_INVALID", "name[:tag]");
+  });
+
   describe("bad input gets a typed error and leaves the store as it was", () => {
     it("unknown images", async () => {
       const before = await storeState();
@@ -251,14 +279,10 @@ describe("image service over gRPC against a real registry", () => {
       await expectError(pull("Not/Valid"), "IMAGE_REFERENCE_INVALID", "name[:tag]");
     });
 
-    it("an unreachable registry", async () => {
+    it("a registry that is not listed in MSB_REGISTRIES", async () => {
       const before = await storeState();
       const port = await freePort();
-      await expectError(
-        pull(`127.0.0.1:${port}/some/image`),
-        "REGISTRY_UNREACHABLE",
-        "MSB_INSECURE_REGISTRIES",
-      );
+      await expectError(pull(`127.0.0.1:${port}/some/image`), "POLICY_DENIED", "MSB_REGISTRIES");
       expect(await storeState()).toEqual(before);
     });
 

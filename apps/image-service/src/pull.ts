@@ -11,11 +11,40 @@ import {
   parsePlatform,
   selectPlatform,
 } from "./registry/manifest.js";
+import type { UnpackLimits } from "./rootfs/prepare.js";
 import type { ImageCatalog } from "./store/images.js";
 
 export interface PullDeps {
   readonly catalog: ImageCatalog;
   readonly registries: RegistryClientFactory;
+  /** Images whose layers cannot fit are refused before any download. */
+  readonly limits?: UnpackLimits;
+}
+
+/** A layer (compressed) larger than the uncompressed caps allow can never be unpacked. */
+function assertFits(
+  key: string,
+  layers: readonly { digest: string; size: number }[],
+  limits?: UnpackLimits,
+): void {
+  if (limits === undefined) return;
+  let total = 0;
+  for (const layer of layers) {
+    total += layer.size;
+    const [limitBytes, setting] =
+      layer.size > limits.maxLayerBytes
+        ? [limits.maxLayerBytes, "MSB_IMAGE_MAX_LAYER_BYTES"]
+        : total > limits.maxImageBytes
+          ? [limits.maxImageBytes, "MSB_IMAGE_MAX_BYTES"]
+          : [undefined, ""];
+    if (limitBytes !== undefined) {
+      throw new MsbError(
+        "IMAGE_LAYER_INVALID",
+        `Image ${key} is larger than ${limitBytes} bytes (layer ${layer.digest}), the limit ${setting} sets; nothing was downloaded. Use a smaller image, or ask the operator to raise the limit.`,
+        { details: { reference: key, digest: layer.digest, reason: "too large", limitBytes } },
+      );
+    }
+  }
 }
 
 function digestMismatch(what: string, want: string, got: string): MsbError {
@@ -69,6 +98,7 @@ export async function* pullImage(
   }
   const manifest = parsed.manifest;
   for (const layer of manifest.layers) assertLayerSupported(layer);
+  assertFits(key, manifest.layers, deps.limits);
   const blobs = [manifest.config, ...manifest.layers];
   const totalBytes = blobs.reduce((n, b) => n + b.size, 0);
   const digests = [fetched.digest, ...blobs.map((b) => b.digest)];
@@ -121,13 +151,18 @@ export async function* pullImage(
         );
       }
       await catalog.store.put(fetched.bytes, fetched.digest);
-      const config = imageConfigSchema.safeParse(
-        JSON.parse((await catalog.store.read(manifest.config.digest)).toString("utf8")),
-      );
+      let configDoc: unknown;
+      try {
+        configDoc = JSON.parse((await catalog.store.read(manifest.config.digest)).toString("utf8"));
+      } catch {
+        configDoc = undefined;
+      }
+      const config = imageConfigSchema.safeParse(configDoc);
       if (!config.success) {
+        // The field path only: never text from the remote document.
         throw new MsbError(
           "IMAGE_PULL_FAILED",
-          `The config blob of ${key} is not an image config (${config.error.issues[0]?.message ?? "invalid"}). The image is not usable by msb.`,
+          `The config blob of ${key} is not an image config (${config.error.issues[0]?.path.join(".") || "not JSON"} is missing or invalid). The image is not usable by msb.`,
           { details: { reference: key } },
         );
       }

@@ -1,11 +1,13 @@
 import { join } from "node:path";
-import type { Image, PushResult, Rootfs } from "@msb/proto";
+import type { CheckPullResponse, Image, PushResult, Rootfs } from "@msb/proto";
 import { buildImage, type BuildRequest } from "./build/builder.js";
 import type { Operation } from "./progress.js";
 import { pullImage } from "./pull.js";
 import { pushImage } from "./push.js";
 import { formatReference, parseReference } from "./reference.js";
 import { createRegistryClientFactory, type RegistryCredentials } from "./registry/client.js";
+import type { HttpOptions } from "./registry/http.js";
+import { createRegistryPolicy, DEFAULT_REGISTRIES } from "./registry/policy.js";
 import type { MkfsRunner } from "./rootfs/erofs.js";
 import { buildRootfs } from "./rootfs/prepare.js";
 import { createBlobStore } from "./store/blob-store.js";
@@ -21,7 +23,14 @@ export interface ImageServiceOptions {
   readonly rootfsCache?: boolean;
   /** Test seam: what runs mkfs.erofs. */
   readonly mkfs?: MkfsRunner;
+  /** `MSB_REGISTRIES`; default {@link DEFAULT_REGISTRIES}. */
+  readonly registries?: readonly string[];
   readonly insecureRegistries: readonly string[];
+  /** `MSB_IMAGE_MAX_LAYER_BYTES` / `MSB_IMAGE_MAX_BYTES`: uncompressed unpack caps (4 / 8 GiB). */
+  readonly maxLayerBytes?: number;
+  readonly maxImageBytes?: number;
+  /** Test seam: HTTP timeouts and DNS of the registry client. */
+  readonly http?: HttpOptions;
   readonly registryAuth: Readonly<Record<string, RegistryCredentials>>;
   /** Host apt source files for mmdebstrap (tests may pin them); default: /etc/apt's. */
   readonly aptSources?: () => Promise<string[]>;
@@ -40,18 +49,31 @@ export interface ImageService {
   ): Operation<Rootfs>;
   build(request: BuildRequest, signal?: AbortSignal): Operation<Image>;
   push(reference: string, target: string, signal?: AbortSignal): Operation<PushResult>;
+  /** Whether `reference` is local and whether its registry may be pulled from; no network. */
+  checkPull(reference: string): Promise<CheckPullResponse>;
 }
+
+const GIB = 1024 * 1024 * 1024;
 
 export async function createImageService(options: ImageServiceOptions): Promise<ImageService> {
   const store = await createBlobStore(join(options.home, "images"));
   const catalog = createImageCatalog(store, createRefIndex(store));
-  const registries = createRegistryClientFactory({
+  const policy = createRegistryPolicy({
+    registries: options.registries ?? DEFAULT_REGISTRIES,
     insecureRegistries: options.insecureRegistries,
+  });
+  const registries = createRegistryClientFactory({
+    policy,
     credentials: options.registryAuth,
+    ...(options.http ? { http: options.http } : {}),
   });
   const deps = {
     catalog,
     registries,
+    limits: {
+      maxLayerBytes: options.maxLayerBytes ?? 4 * GIB,
+      maxImageBytes: options.maxImageBytes ?? 8 * GIB,
+    },
     cacheDir: options.cacheDir,
     rootfsCache: options.rootfsCache ?? true,
     ...(options.mkfs ? { mkfs: options.mkfs } : {}),
@@ -93,5 +115,14 @@ export async function createImageService(options: ImageServiceOptions): Promise<
     },
     build: (request, signal) => buildImage(deps, request, signal),
     push: (reference, target, signal) => pushImage(deps, reference, target, signal),
+    async checkPull(reference) {
+      const ref = parseReference(reference);
+      return {
+        reference: formatReference(ref),
+        registry: ref.registry,
+        present: (await catalog.find(reference)) !== undefined,
+        registryAllowed: policy.isAllowed(ref.registry),
+      };
+    },
   };
 }

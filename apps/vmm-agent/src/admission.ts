@@ -19,6 +19,11 @@ export interface Admission {
   /** Takes a VM slot and its memory, or throws CAPACITY_EXHAUSTED; never waits. */
   reserve(memoryMib: number): Reservation;
   /**
+   * Takes memory without a VM slot (a template's RAM file on tmpfs), or throws
+   * CAPACITY_EXHAUSTED; never waits.
+   */
+  reserveMemory(memoryMib: number): Reservation;
+  /**
    * Waits for a boot slot (FIFO). A burst of creates therefore boots a few at a time instead
    * of making every boot time out; `signal` abandons the wait.
    */
@@ -47,41 +52,48 @@ export function createAdmission(limits: AdmissionLimits): Admission {
     };
   };
 
+  function take(requestedMib: number, vm: boolean): Reservation {
+    if (vm && vms + 1 > limits.maxVms) {
+      throw new MsbError(
+        "CAPACITY_EXHAUSTED",
+        `This host already runs its maximum of ${limits.maxVms} VMs. Stop a sandbox or raise MSB_MAX_VMS.`,
+        { details: { maxVms: limits.maxVms, vms } },
+      );
+    }
+    if (memoryMib + requestedMib > limits.memoryBudgetMib) {
+      throw new MsbError(
+        "CAPACITY_EXHAUSTED",
+        `Not enough memory for a ${requestedMib} MiB VM: ${memoryMib} of ${limits.memoryBudgetMib} MiB are already given to VMs and templates. Stop a sandbox, ask for less memory, or raise MSB_VM_MEMORY_PERCENT.`,
+        {
+          details: {
+            requestedMib,
+            usedMib: memoryMib,
+            budgetMib: limits.memoryBudgetMib,
+          },
+        },
+      );
+    }
+    if (vm) vms += 1;
+    memoryMib += requestedMib;
+    let released = false;
+    return {
+      memoryMib: requestedMib,
+      release() {
+        if (released) return;
+        released = true;
+        if (vm) vms -= 1;
+        memoryMib -= requestedMib;
+      },
+    };
+  }
+
   return {
     limits,
     reserve(requestedMib) {
-      if (vms + 1 > limits.maxVms) {
-        throw new MsbError(
-          "CAPACITY_EXHAUSTED",
-          `This host already runs its maximum of ${limits.maxVms} VMs. Stop a sandbox or raise MSB_MAX_VMS.`,
-          { details: { maxVms: limits.maxVms, vms } },
-        );
-      }
-      if (memoryMib + requestedMib > limits.memoryBudgetMib) {
-        throw new MsbError(
-          "CAPACITY_EXHAUSTED",
-          `Not enough memory for a ${requestedMib} MiB VM: ${memoryMib} of ${limits.memoryBudgetMib} MiB are already given to VMs. Stop a sandbox, ask for less memory, or raise MSB_VM_MEMORY_PERCENT.`,
-          {
-            details: {
-              requestedMib,
-              usedMib: memoryMib,
-              budgetMib: limits.memoryBudgetMib,
-            },
-          },
-        );
-      }
-      vms += 1;
-      memoryMib += requestedMib;
-      let released = false;
-      return {
-        memoryMib: requestedMib,
-        release() {
-          if (released) return;
-          released = true;
-          vms -= 1;
-          memoryMib -= requestedMib;
-        },
-      };
+      return take(requestedMib, true);
+    },
+    reserveMemory(requestedMib) {
+      return take(requestedMib, false);
     },
     acquireBoot(signal) {
       if (signal.aborted) return Promise.reject(toError(signal.reason));

@@ -40,6 +40,8 @@ const EnvSchema = z.object({
   MSB_TEMPLATES: z.enum(["0", "1"]).default("1"),
   MSB_TEMPLATE_MEMORY_DIR: z.string().min(1).optional(),
   MSB_POOL_SIZE: intFrom(0, 64).default(1),
+  MSB_TEMPLATE_MEMORY_MAX_MIB: intFrom(0, 16_777_216).default(2048),
+  MSB_TEMPLATE_MEMORY_NAMESPACE_MAX_MIB: intFrom(0, 16_777_216).default(1024),
   MSB_IDLE_PAUSE_SECONDS: intFrom(0, 86_400).default(60),
   MSB_VOLUME_ROOTS: z.string().optional(),
   MSB_DEV: z.enum(["0", "1", "true", "false", "yes", "no", ""]).optional(),
@@ -105,6 +107,10 @@ export interface VmmAgentConfig {
    * each other's).
    */
   readonly templateMemoryDir: string;
+  /** RAM all template snapshots may hold in the memory dir; least recently used go first. */
+  readonly templateMemoryMaxMib: number;
+  /** RAM the templates one namespace's creates asked for may hold. */
+  readonly templateMemoryNamespaceMaxMib: number;
   /** Paused, restored VMs kept per template (0 = none; 0 too when templates are off). */
   readonly poolSize: number;
   /** A VM without calls for this long is paused until the next call; 0 = never. */
@@ -178,6 +184,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): V
     vmGidBase: e.MSB_VM_GID_BASE ?? defaultIdBase(msbHome),
     templatesEnabled: e.MSB_TEMPLATES === "1",
     poolSize: e.MSB_TEMPLATES === "1" ? e.MSB_POOL_SIZE : 0,
+    templateMemoryMaxMib: e.MSB_TEMPLATE_MEMORY_MAX_MIB,
+    templateMemoryNamespaceMaxMib: e.MSB_TEMPLATE_MEMORY_NAMESPACE_MAX_MIB,
     idlePauseMs: e.MSB_IDLE_PAUSE_SECONDS * 1000,
     templatesDir: join(msbHome, "templates"),
     templateMemoryDir:

@@ -134,11 +134,14 @@ runMain(
             bootTimeoutMs: config.bootTimeoutMs,
           }),
           logger,
+          admission,
         },
         {
           templatesDir: config.templatesDir,
           memoryDir: config.templateMemoryDir,
           retryFailedAfterMs: 60_000,
+          maxMemoryMib: config.templateMemoryMaxMib,
+          maxNamespaceMemoryMib: config.templateMemoryNamespaceMaxMib,
         },
       );
       await templates.init();

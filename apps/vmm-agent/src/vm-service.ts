@@ -185,6 +185,8 @@ export interface HostInfo {
   readonly templates: readonly TemplateInfoView[];
   readonly starts: StartCounters;
   readonly vmsPaused: number;
+  /** RAM held by template snapshots (tmpfs), counted in admission, and its cap. */
+  readonly templateMemory: { readonly usedMib: number; readonly maxMib: number };
 }
 
 /** How VMs are confined on this host; what is off is said, never implied. */
@@ -374,7 +376,10 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
           { target: options.poolSize },
         )
       : undefined;
-  if (pool !== undefined) deps.templates?.onReady((t) => pool.fill(t));
+  if (pool !== undefined) {
+    deps.templates?.onReady((t) => pool.fill(t));
+    deps.templates?.onEvicted((key) => void pool.drop(key));
+  }
 
   /** Restores a clone into the template's pool directory and pauses it. */
   async function spawnPooled(
@@ -683,7 +688,9 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
         throw bootError(rec, vm, err, deadline, signal, bootTimeoutMs);
       }
       // The next VM like this one restores instead of booting (built in the background).
-      if (inputs !== undefined) deps.templates?.ensure(inputs);
+      if (inputs !== undefined) {
+        deps.templates?.ensure(inputs, rec.vmId.includes("/") ? rec.vmId.split("/")[0]! : "");
+      }
     } finally {
       releaseBoot();
     }
@@ -1008,6 +1015,7 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
         })),
         starts: { ...starts },
         vmsPaused: (pool?.size() ?? 0) + [...vms.values()].filter((r) => r.idle?.paused).length,
+        templateMemory: deps.templates?.memory() ?? { usedMib: 0, maxMib: 0 },
       };
     },
 
@@ -1037,7 +1045,8 @@ export function createVmService(deps: VmServiceDeps, options: VmServiceOptions):
         try {
           reservation = admission.reserve(memoryMib);
         } catch (err) {
-          if (!(await pool?.evictOne())) throw err;
+          // Pooled clones first, then template RAM: both only hold memory until a VM needs it.
+          if (!(await pool?.evictOne()) && !deps.templates?.evictOne()) throw err;
         }
       }
       if (vms.get(params.vmId) !== existing) {

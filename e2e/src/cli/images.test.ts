@@ -16,11 +16,16 @@ describe("msb image commands (real server, real registry)", () => {
   let server: ForegroundServer;
   let registry: TestRegistry;
   let url = "";
+  let closed = 0;
   const cli = (args: readonly string[]) => msb(home.path, args, { MSB_SERVER_URL: url });
 
   beforeAll(async () => {
     registry = await startRegistry();
-    ({ server, url } = await startDevServer(home.path));
+    closed = await freePort();
+    // Loopback registries are contacted only because the operator lists them.
+    ({ server, url } = await startDevServer(home.path, [], {
+      MSB_REGISTRIES: `${registry.host},127.0.0.1:${closed}`,
+    }));
   });
 
   afterAll(async () => {
@@ -83,13 +88,15 @@ describe("msb image commands (real server, real registry)", () => {
     expect(JSON.parse(json.stderr)).toMatchObject({ error: { code: "IMAGE_NOT_FOUND" } });
   });
 
-  it("pull from a closed port is REGISTRY_UNREACHABLE", async () => {
-    const closed = await freePort();
+  it("pull from a listed closed port is REGISTRY_UNREACHABLE, from an unlisted one POLICY_DENIED", async () => {
     const res = await cli(["pull", "--json", `127.0.0.1:${closed}/microsandbox/python`]);
     expect(res.code).toBe(6);
     expect(JSON.parse(res.stderr)).toMatchObject({ error: { code: "REGISTRY_UNREACHABLE" } });
     const human = await cli(["pull", `127.0.0.1:${closed}/microsandbox/python`]);
     expect(human.stderr).toMatch(/cannot be reached.*check the address/i);
+    const unlisted = await cli(["pull", "--json", `127.0.0.1:${await freePort()}/x/y`]);
+    expect(JSON.parse(unlisted.stderr)).toMatchObject({ error: { code: "POLICY_DENIED" } });
+    expect(unlisted.stderr).toContain("MSB_REGISTRIES");
   });
 
   it("rmi of an image that is not there exits 6", async () => {

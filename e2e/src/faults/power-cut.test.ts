@@ -41,7 +41,8 @@ beforeAll(async () => {
   console.log(`[faults] power-cut seed ${SEED} (replay with MSB_FAULT_SEED=${SEED})`);
   registry = await startRegistry();
   // Every iteration builds its rootfs for real, not from the machine-wide cache.
-  server = await startFaultServer({ MSB_ROOTFS_CACHE: "0" });
+  // The loopback test registry is contacted only because it is listed.
+  server = await startFaultServer({ MSB_ROOTFS_CACHE: "0", MSB_REGISTRIES: registry.host });
 }, 900_000);
 
 afterAll(async () => {

@@ -91,10 +91,11 @@ export function startForeground(
 export async function startDevServer(
   home: string,
   args: readonly string[] = [],
+  env: NodeJS.ProcessEnv = {},
 ): Promise<{ server: ForegroundServer; url: string }> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const server = startForeground(home, ["--dev", "--port", String(port), ...args]);
+  const server = startForeground(home, ["--dev", "--port", String(port), ...args], env);
   await server.ready;
   return { server, url };
 }

@@ -50,6 +50,7 @@ beforeAll(async () => {
     prepareRootfs: serverStreamHandler(logger, "PrepareRootfs", async function* () {}),
     buildImage: serverStreamHandler(logger, "BuildImage", async function* () {}),
     pushImage: serverStreamHandler(logger, "PushImage", async function* () {}),
+    checkPull: notImplemented,
   };
   server.addService(ImageServiceService, impl);
   await new Promise<void>((resolve, reject) =>

@@ -1,6 +1,8 @@
 export {
   BuildImageRequest,
   BuildImageResponse,
+  CheckPullRequest,
+  CheckPullResponse,
   GetImageRequest,
   GetImageResponse,
   Image,

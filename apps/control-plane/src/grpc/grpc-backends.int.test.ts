@@ -76,6 +76,8 @@ describe("gRPC backends", () => {
           ],
           starts: { poolHits: 3, poolMisses: 1, templateRestores: 1, coldBoots: 2 },
           vmsPaused: 1,
+          templateMemoryUsedMib: 0,
+          templateMemoryMaxMib: 0,
           isolation: {
             seccomp: true,
             qemuUser: "dedicated uid per VM",

@@ -210,13 +210,16 @@ export class FakeVmmBackend implements VmmBackend {
     });
   }
 
+  /** When set, runCode waits for this promise before its output (a run in flight). */
+  runGate: Promise<void> | undefined;
+
   async *runCode(request: RunCodeRequest): AsyncIterable<OutputEvent | RunCodeResultEvent> {
     if (this.down) throw down("vmm agent");
     this.runs.push(request);
     if (this.failRunWith !== undefined) throw this.failRunWith;
     if (!this.vms.has(request.vmId))
       throw new MsbError("SANDBOX_NOT_FOUND", `No VM ${request.vmId}.`);
-    await Promise.resolve();
+    await (this.runGate ?? Promise.resolve());
     yield* this.runScript(request);
   }
 

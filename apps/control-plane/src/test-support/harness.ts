@@ -109,6 +109,8 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       maxBatchSize: config.limits.maxBatchSize,
       mcpMaxSessions: config.limits.mcpMaxSessions,
       mcpMaxSessionsPerKey: config.limits.mcpMaxSessionsPerKey,
+      allowedOrigins: config.allowedOrigins,
+      http: config.http,
       healthTimeoutMs: 2_000,
       loopbackHostsOnly: true,
     },

@@ -1,11 +1,20 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { Readable } from "node:stream";
-import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { MsbError } from "@msb/errors";
-import { RegistryClientV2, type RegistryRepo } from "oci-registry-client";
 import type { BlobSource, OpenBlob } from "../store/blob-store.js";
 import { DOCKER_HUB } from "../reference.js";
+import { ForbiddenAddressError } from "./address-guard.js";
+import {
+  discard,
+  header,
+  readBody,
+  sendHttp,
+  TransportError,
+  type HttpAnswer,
+  type HttpOptions,
+  type HttpRequest,
+} from "./http.js";
+import type { RegistryPolicy } from "./policy.js";
 
 /** Username/password for one registry (basic auth, or the account for a bearer token). */
 export interface RegistryCredentials {
@@ -14,10 +23,12 @@ export interface RegistryCredentials {
 }
 
 export interface RegistryClientOptions {
-  /** `host[:port]` entries reached over plain HTTP, besides loopback hosts. */
-  readonly insecureRegistries: readonly string[];
+  /** Which registries may be contacted, over which scheme (MSB_REGISTRIES). */
+  readonly policy: RegistryPolicy;
   /** Credentials by registry host (`docker.io`, `ghcr.io`, `localhost:5000`). */
   readonly credentials: Readonly<Record<string, RegistryCredentials>>;
+  /** Timeouts and the DNS seam. */
+  readonly http?: HttpOptions;
 }
 
 export interface FetchedManifest {
@@ -45,252 +56,339 @@ export interface RepositoryClient {
 }
 
 export interface RegistryClientFactory {
+  /** Throws POLICY_DENIED when `registry` is not allowed. */
   repository(registry: string, repository: string, access: "pull" | "push"): RepositoryClient;
-  /** True when `registry` is reached over plain HTTP. */
-  isInsecure(registry: string): boolean;
+  readonly policy: RegistryPolicy;
 }
 
-function isLoopback(registry: string): boolean {
-  const host = registry.startsWith("[")
-    ? registry.slice(0, registry.indexOf("]") + 1)
-    : registry.split(":")[0];
-  return host === "localhost" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host ?? "");
+/** OCI says registries should accept manifests up to 4 MiB; nothing larger is read. */
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+const MAX_TOKEN_BYTES = 1024 * 1024;
+const MAX_REDIRECTS = 5;
+const REDIRECT = new Set([301, 302, 303, 307, 308]);
+const MANIFEST_TYPES = [
+  "application/vnd.oci.image.index.v1+json",
+  "application/vnd.oci.image.manifest.v1+json",
+  "application/vnd.docker.distribution.manifest.list.v2+json",
+  "application/vnd.docker.distribution.manifest.v2+json",
+].join(", ");
+
+/** A status a registry should not have answered, with the remote body never shown. */
+class StatusError extends Error {
+  constructor(readonly status: number) {
+    super(`HTTP ${status}`);
+  }
 }
 
-/** What oci-registry-client and both fetch implementations throw, as one msb error. */
-export function registryError(
-  err: unknown,
-  ctx: { registry: string; repository: string; what: string; push?: boolean },
-): MsbError {
-  if (err instanceof MsbError) return err;
-  const e = err as {
-    name?: string;
-    message?: string;
-    code?: string;
-    errno?: string;
-    cause?: { code?: string; message?: string };
-    resp?: { status?: number };
-  };
-  const netCode = e.cause?.code ?? (e.name === "FetchError" ? (e.code ?? e.errno) : undefined);
-  const details = { registry: ctx.registry, repository: ctx.repository };
-  if (netCode !== undefined || (e.name === "TypeError" && e.message === "fetch failed")) {
-    return new MsbError(
-      "REGISTRY_UNREACHABLE",
-      `Registry ${ctx.registry} cannot be reached (${netCode ?? e.cause?.message ?? "network error"}) while ${ctx.what}. Check the address; for a plain-HTTP registry add it to MSB_INSECURE_REGISTRIES (loopback is allowed by default).`,
-      { details: { ...details, cause: netCode }, cause: err },
-    );
+/** The registry named an address it must not (a redirect, a token realm). */
+class RedirectRefused extends Error {}
+
+function isJsonObject(bytes: Buffer): boolean {
+  try {
+    const doc: unknown = JSON.parse(bytes.toString("utf8"));
+    return doc !== null && typeof doc === "object" && !Array.isArray(doc);
+  } catch {
+    return false;
   }
-  const status = e.resp?.status;
-  if (status === 401 || status === 403) {
-    return new MsbError(
-      "REGISTRY_AUTH_FAILED",
-      `Registry ${ctx.registry} refused access to ${ctx.repository} (HTTP ${status}) while ${ctx.what}. Check MSB_REGISTRY_AUTH / the credentials for that registry${ctx.push === true ? " and that they may push" : ""}.`,
-      { details: { ...details, status }, cause: err },
-    );
-  }
-  if (status === 404 && ctx.push !== true) {
-    return new MsbError(
-      "IMAGE_NOT_FOUND",
-      `Registry ${ctx.registry} has no ${ctx.what.replace(/^fetching /, "")} in ${ctx.repository}. Check the name and tag.`,
-      { details: { ...details, status }, cause: err },
-    );
-  }
-  const firstLine = (e.message ?? String(err)).split("\n").slice(0, 2).join(" ");
-  return new MsbError(
-    ctx.push === true ? "IMAGE_PUSH_FAILED" : "IMAGE_PULL_FAILED",
-    `Registry ${ctx.registry} failed while ${ctx.what}${status === undefined ? "" : ` (HTTP ${status})`}: ${firstLine}. Retry; partial downloads are resumed, never used.`,
-    { details: { ...details, status }, cause: err },
-  );
 }
 
-/** Rejects with the signal's reason when it aborts first (the library takes no signal). */
-function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise;
-  if (signal.aborted) return Promise.reject(signal.reason as Error);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason as Error);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (err: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(err instanceof Error ? err : new Error(String(err)));
-      },
-    );
-  });
+/** `Bearer realm="…",service="…"` → scheme and parameters. */
+function parseChallenge(value: string): { scheme: string; params: Record<string, string> } {
+  const space = value.indexOf(" ");
+  const scheme = (space === -1 ? value : value.slice(0, space)).toLowerCase();
+  const params: Record<string, string> = {};
+  for (const m of value.slice(space + 1).matchAll(/([a-zA-Z_]+)="([^"]*)"/g)) {
+    params[(m[1] ?? "").toLowerCase()] = m[2] ?? "";
+  }
+  return { scheme, params };
 }
 
 /**
- * Registry access built on oci-registry-client. The library does the v2 handshake, the
- * auth challenge (basic or bearer token), manifest GET/PUT, blob HEAD and the monolithic
- * POST+PUT upload. It cannot stream a blob from an offset (no Range, 206 is an error) nor
- * take an AbortSignal, so blob downloads are our own `fetch` with the library's auth
- * (see README, "What oci-registry-client does and does not do").
+ * A small OCI distribution client over address-checked HTTP (registry/http.ts): the v2
+ * handshake, basic and bearer auth, manifest GET/PUT, blob HEAD/GET (with Range, following
+ * redirects only to addresses the policy allows) and the monolithic POST+PUT upload. Errors
+ * never carry a remote body; every way of not reaching a registry gives one message.
  */
 export function createRegistryClientFactory(options: RegistryClientOptions): RegistryClientFactory {
-  const insecure = new Set(options.insecureRegistries.map((r) => r.trim()).filter((r) => r !== ""));
-  const isInsecure = (registry: string): boolean =>
-    isLoopback(registry) || insecure.has(registry) || insecure.has(registry.split(":")[0] ?? "");
+  const { policy } = options;
+  const send = (req: Omit<HttpRequest, "allowNonPublic">): Promise<HttpAnswer> =>
+    sendHttp({ ...req, allowNonPublic: policy.isListed(req.url.host) }, options.http);
 
   return {
-    isInsecure,
+    policy,
     repository(registry, repository, access) {
-      const scheme = isInsecure(registry) && registry !== DOCKER_HUB ? "http" : "https";
-      const official = registry === DOCKER_HUB;
-      const repo: RegistryRepo = {
-        index: { name: registry, official, scheme },
-        official: official && repository.startsWith("library/"),
-        remoteName: repository,
-        localName: `${registry}/${repository}`,
-        canonicalName: `${registry}/${repository}`,
-      };
+      policy.assertAllowed(registry);
+      const push = access === "push";
+      const base = new URL(
+        registry === DOCKER_HUB
+          ? "https://registry-1.docker.io"
+          : `${policy.isPlainHttp(registry) ? "http" : "https"}://${registry}`,
+      );
       const credentials = options.credentials[registry];
-      const lib = new RegistryClientV2({
-        repo,
-        scheme,
-        acceptOCIManifests: true,
-        acceptManifestLists: true,
-        scopes: access === "push" ? ["pull", "push"] : ["pull"],
-        ...(credentials === undefined
-          ? {}
-          : { username: credentials.username, password: credentials.password }),
-      });
-      const baseUrl = official ? "https://registry-1.docker.io" : `${scheme}://${registry}`;
-      const scope = `repository:${repository}:${access === "push" ? "pull,push" : "pull"}`;
+      const scope = `repository:${repository}:${push ? "pull,push" : "pull"}`;
+      const basic =
+        credentials === undefined
+          ? undefined
+          : `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString("base64")}`;
+
+      function toMsbError(err: unknown, what: string, signal: AbortSignal | undefined): unknown {
+        if (signal?.aborted === true) return signal.reason;
+        if (err instanceof MsbError) return err;
+        const details = { registry, repository };
+        if (err instanceof ForbiddenAddressError && err.host === base.hostname) {
+          return new MsbError(
+            "POLICY_DENIED",
+            `Registry ${registry} resolves to a loopback, private or link-local address. msb contacts such registries only when MSB_REGISTRIES lists them by name.`,
+            { details },
+          );
+        }
+        if (err instanceof ForbiddenAddressError || err instanceof RedirectRefused) {
+          return new MsbError(
+            push ? "IMAGE_PUSH_FAILED" : "IMAGE_PULL_FAILED",
+            `Registry ${registry} redirected msb to an address it does not contact (loopback, link-local, private or this host's own) while ${what}. Use another registry or ask its operator.`,
+            { details },
+          );
+        }
+        if (err instanceof StatusError) {
+          const { status } = err;
+          if (status === 401 || status === 403) {
+            return new MsbError(
+              "REGISTRY_AUTH_FAILED",
+              `Registry ${registry} refused access to ${repository} (HTTP ${status}) while ${what}. Check MSB_REGISTRY_AUTH / the credentials for that registry${push ? " and that they may push" : ""}.`,
+              { details: { ...details, status } },
+            );
+          }
+          if (status === 404 && !push) {
+            return new MsbError(
+              "IMAGE_NOT_FOUND",
+              `Registry ${registry} has no ${what.replace(/^fetching /, "")} in ${repository}. Check the name and tag.`,
+              { details: { ...details, status } },
+            );
+          }
+          return new MsbError(
+            push ? "IMAGE_PUSH_FAILED" : "IMAGE_PULL_FAILED",
+            `Registry ${registry} answered HTTP ${status} while ${what}. Retry; partial downloads are resumed, never used.`,
+            { details: { ...details, status } },
+          );
+        }
+        // Closed port, open non-HTTP port, HTTP server that is no registry, TLS, timeouts:
+        // one message, so errors cannot be used to tell them apart (no port scanner).
+        return new MsbError(
+          "REGISTRY_UNREACHABLE",
+          `Registry ${registry} cannot be reached or does not answer as an OCI registry while ${what}. Check the address and that the registry is up; a plain-HTTP registry must be in MSB_INSECURE_REGISTRIES.`,
+          { details, cause: err },
+        );
+      }
+
+      async function wrap<T>(what: string, signal: AbortSignal | undefined, fn: () => Promise<T>) {
+        try {
+          return await fn();
+        } catch (err) {
+          throw toMsbError(err, what, signal);
+        }
+      }
+
+      /** The v2 handshake and, when challenged, a token: the Authorization header to send. */
+      async function login(signal: AbortSignal | undefined): Promise<string | undefined> {
+        const ping = await send({ method: "GET", url: new URL("/v2/", base), signal });
+        discard(ping);
+        const challenge = header(ping, "www-authenticate");
+        if (ping.status === 200) return basic;
+        if (ping.status !== 401 || challenge === undefined) {
+          throw new TransportError(`GET /v2/ answered ${ping.status}: not an OCI registry`);
+        }
+        const { scheme, params } = parseChallenge(challenge);
+        if (scheme === "basic") return basic;
+        if (scheme !== "bearer" || params["realm"] === undefined) {
+          throw new TransportError(`unsupported auth challenge ${scheme}`);
+        }
+        let realm: URL;
+        try {
+          realm = new URL(params["realm"]);
+        } catch {
+          throw new TransportError("the token realm is not a URL");
+        }
+        if (params["service"] !== undefined) realm.searchParams.set("service", params["service"]);
+        realm.searchParams.set("scope", scope);
+        if (credentials !== undefined) realm.searchParams.set("account", credentials.username);
+        const answer = await send({
+          method: "GET",
+          url: realm,
+          headers: basic === undefined ? {} : { authorization: basic },
+          signal,
+        }).catch((err: unknown) => {
+          throw err instanceof ForbiddenAddressError ? new RedirectRefused() : err;
+        });
+        if (answer.status !== 200) {
+          discard(answer);
+          throw new StatusError(
+            answer.status === 401 || answer.status === 403 ? answer.status : 401,
+          );
+        }
+        let token: unknown;
+        try {
+          const doc = JSON.parse((await readBody(answer, MAX_TOKEN_BYTES)).toString("utf8")) as {
+            token?: unknown;
+            access_token?: unknown;
+          };
+          token = doc.token ?? doc.access_token;
+        } catch {
+          token = undefined;
+        }
+        if (typeof token !== "string" || token === "") throw new StatusError(401);
+        return `Bearer ${token}`;
+      }
+
       let auth: Promise<string | undefined> | undefined;
-      const authorization = (fresh = false): Promise<string | undefined> => {
+      const authorization = (signal: AbortSignal | undefined, fresh = false) => {
         if (fresh || auth === undefined) {
-          auth = lib.performLogin({ scope }).then((info) => {
-            if (info.type === "Bearer") return `Bearer ${info.token}`;
-            if (info.type === "Basic") {
-              return `Basic ${Buffer.from(`${info.username}:${info.password}`).toString("base64")}`;
-            }
-            return undefined;
-          });
+          auth = login(signal);
           auth.catch(() => {
             auth = undefined;
           });
         }
         return auth;
       };
-      const ctx = (what: string) => ({ registry, repository, what, push: access === "push" });
+
+      /**
+       * One registry call with auth (sent to the registry's own origin only), a second
+       * login on 401, and redirects followed when `follow` (each hop address-checked; hops
+       * leave the registry's origin only to public addresses or listed registries).
+       */
+      async function call(
+        req: Omit<HttpRequest, "allowNonPublic" | "url"> & { url: URL; follow?: boolean },
+      ): Promise<HttpAnswer> {
+        let authHeader = await authorization(req.signal);
+        let retried = false;
+        let url = req.url;
+        for (let hop = 0; hop <= MAX_REDIRECTS; hop += 1) {
+          const headers: Record<string, string> = { ...req.headers };
+          if (authHeader !== undefined && url.origin === base.origin) {
+            headers["authorization"] = authHeader;
+          }
+          const answer = await send({ ...req, url, headers }).catch((err: unknown) => {
+            throw hop > 0 && err instanceof ForbiddenAddressError ? new RedirectRefused() : err;
+          });
+          const location = header(answer, "location");
+          if (req.follow === true && REDIRECT.has(answer.status) && location !== undefined) {
+            discard(answer);
+            try {
+              url = new URL(location, url);
+            } catch {
+              throw new TransportError("the redirect target is not a URL");
+            }
+            continue;
+          }
+          if (answer.status === 401 && !retried && req.body === undefined) {
+            discard(answer);
+            retried = true;
+            authHeader = await authorization(req.signal, true);
+            continue;
+          }
+          return answer;
+        }
+        throw new TransportError("too many redirects");
+      }
+
+      const path = (suffix: string) => new URL(`/v2/${repository}/${suffix}`, base);
 
       async function getBlob(
         digest: string,
         offset: number,
         signal: AbortSignal | undefined,
       ): Promise<BlobSource> {
-        let url = new URL(`/v2/${repository}/blobs/${digest}`, baseUrl);
-        let retriedAuth = false;
-        let authHeader = await authorization();
-        for (let hop = 0; hop < 6; hop += 1) {
-          const headers: Record<string, string> = { "user-agent": "msb-image-service" };
-          if (authHeader !== undefined && url.origin === new URL(baseUrl).origin) {
-            headers["authorization"] = authHeader;
-          }
-          if (offset > 0) headers["range"] = `bytes=${offset}-`;
-          const res = await fetch(url, {
-            headers,
-            redirect: "manual",
-            ...(signal ? { signal } : {}),
-          });
-          if ([301, 302, 303, 307, 308].includes(res.status)) {
-            const location = res.headers.get("location");
-            await res.body?.cancel();
-            if (location === null) break;
-            url = new URL(location, url);
-            continue;
-          }
-          if (res.status === 401 && !retriedAuth) {
-            await res.body?.cancel();
-            retriedAuth = true;
-            authHeader = await authorization(true);
-            continue;
-          }
-          if (res.status === 200 || res.status === 206) {
-            const range = res.headers.get("content-range");
-            const resumed =
-              res.status === 206 && range !== null && range.startsWith(`bytes ${offset}-`);
-            if (res.status === 206 && !resumed) {
-              await res.body?.cancel();
-              return getBlob(digest, 0, signal);
-            }
-            if (res.body === null) throw new Error("empty response body");
-            return {
-              resumed,
-              stream: Readable.fromWeb(res.body as WebReadableStream<Uint8Array>),
-            };
-          }
-          const text = await res.text().catch(() => "");
-          throw Object.assign(new Error(`HTTP ${res.status} ${text.slice(0, 200)}`), {
-            resp: { status: res.status },
-          });
+        const answer = await call({
+          method: "GET",
+          url: path(`blobs/${digest}`),
+          headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
+          follow: true,
+          signal,
+        });
+        if (answer.status === 200) return { resumed: false, stream: answer.body };
+        const range = header(answer, "content-range");
+        if (answer.status === 206 && range?.startsWith(`bytes ${offset}-`) === true) {
+          return { resumed: true, stream: answer.body };
         }
-        throw new Error(`too many redirects fetching blob ${digest}`);
+        discard(answer);
+        if (answer.status === 206) return getBlob(digest, 0, signal);
+        throw new StatusError(answer.status);
       }
 
       return {
         registry,
         repository,
-        async getManifest(reference, signal) {
-          try {
-            const { resp } = await raceAbort(lib.getManifest({ ref: reference }), signal);
-            const bytes = Buffer.from(await resp.dockerBody());
-            const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
-            // The library's types extend node-fetch's Response, whose types are not installed.
-            const headers = (resp as unknown as { headers: { get(name: string): string | null } })
-              .headers;
-            return { bytes, contentType: headers.get("content-type"), digest };
-          } catch (err) {
-            if (signal?.aborted === true) throw signal.reason;
-            throw registryError(err, ctx(`fetching manifest ${reference}`));
-          }
-        },
-        blobOpener(digest) {
-          return async (offset, signal) => {
-            try {
-              return await getBlob(digest, offset, signal);
-            } catch (err) {
-              if (signal?.aborted === true) throw signal.reason;
-              throw registryError(err, ctx(`fetching blob ${digest}`));
+        getManifest: (reference, signal) =>
+          wrap(`fetching manifest ${reference}`, signal, async () => {
+            const answer = await call({
+              method: "GET",
+              url: path(`manifests/${reference}`),
+              headers: { accept: MANIFEST_TYPES },
+              follow: true,
+              signal,
+            });
+            if (answer.status !== 200) {
+              discard(answer);
+              throw new StatusError(answer.status);
             }
-          };
-        },
-        async hasBlob(digest, signal) {
-          try {
-            await raceAbort(lib.headBlob({ digest }), signal);
-            return true;
-          } catch (err) {
-            if ((err as { resp?: { status?: number } }).resp?.status === 404) return false;
-            if (signal?.aborted === true) throw signal.reason;
-            throw registryError(err, ctx(`checking blob ${digest}`));
-          }
-        },
-        async uploadBlob(digest, sizeBytes, path, signal) {
-          try {
-            await raceAbort(
-              lib.blobUpload({ digest, stream: createReadStream(path), contentLength: sizeBytes }),
+            const bytes = await readBody(answer, MAX_MANIFEST_BYTES);
+            if (!isJsonObject(bytes)) {
+              throw new TransportError("the manifest answer is not a JSON document");
+            }
+            const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+            return { bytes, contentType: header(answer, "content-type") ?? null, digest };
+          }),
+        blobOpener: (digest) => (offset, signal) =>
+          wrap(`fetching blob ${digest}`, signal, () => getBlob(digest, offset, signal)),
+        hasBlob: (digest, signal) =>
+          wrap(`checking blob ${digest}`, signal, async () => {
+            const answer = await call({
+              method: "HEAD",
+              url: path(`blobs/${digest}`),
+              follow: true,
               signal,
-            );
-          } catch (err) {
-            if (signal?.aborted === true) throw signal.reason;
-            throw registryError(err, ctx(`uploading blob ${digest}`));
-          }
-        },
-        async putManifest(reference, bytes, mediaType, signal) {
-          try {
-            await raceAbort(
-              lib.putManifest({ manifestData: bytes, ref: reference, mediaType }),
+            });
+            discard(answer);
+            if (answer.status === 200) return true;
+            if (answer.status === 404) return false;
+            throw new StatusError(answer.status);
+          }),
+        uploadBlob: (digest, sizeBytes, file, signal) =>
+          wrap(`uploading blob ${digest}`, signal, async () => {
+            const start = await call({ method: "POST", url: path("blobs/uploads/"), signal });
+            discard(start);
+            const location = header(start, "location");
+            if (start.status !== 202 || location === undefined) {
+              throw new StatusError(start.status);
+            }
+            const target = new URL(location, start.url);
+            target.searchParams.set("digest", digest);
+            const put = await call({
+              method: "PUT",
+              url: target,
+              headers: {
+                "content-type": "application/octet-stream",
+                "content-length": String(sizeBytes),
+              },
+              body: createReadStream(file),
               signal,
-            );
-          } catch (err) {
-            if (signal?.aborted === true) throw signal.reason;
-            throw registryError(err, ctx(`putting manifest ${reference}`));
-          }
-        },
+            });
+            discard(put);
+            if (put.status !== 201) throw new StatusError(put.status);
+          }),
+        putManifest: (reference, bytes, mediaType, signal) =>
+          wrap(`putting manifest ${reference}`, signal, async () => {
+            const answer = await call({
+              method: "PUT",
+              url: path(`manifests/${reference}`),
+              headers: { "content-type": mediaType },
+              body: bytes,
+              signal,
+            });
+            discard(answer);
+            if (answer.status !== 201 && answer.status !== 200) {
+              throw new StatusError(answer.status);
+            }
+          }),
       };
     },
   };

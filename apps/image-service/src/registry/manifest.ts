@@ -105,7 +105,7 @@ export function parseManifest(bytes: Uint8Array, contentType: string | null): Pa
     (declared === "" && doc !== null && typeof doc === "object" && "manifests" in doc);
   if (isIndex) {
     const parsed = imageIndexSchema.safeParse(doc);
-    if (!parsed.success) throw badManifest(parsed.error.issues[0]?.message ?? "bad index");
+    if (!parsed.success) throw badManifest(issueText(parsed.error.issues[0]));
     return { kind: "index", index: parsed.data };
   }
   if (
@@ -114,14 +114,21 @@ export function parseManifest(bytes: Uint8Array, contentType: string | null): Pa
     declared !== MEDIA_TYPES.dockerManifest &&
     declared !== "application/json"
   ) {
-    throw badManifest(`media type '${declared}' is not supported (schema 1 images are not)`);
+    // Only a string shaped like a media type is repeated: never other remote text.
+    const shown = /^[\w.+-]{1,64}\/[\w.+-]{1,100}$/.test(declared) ? `'${declared}'` : "";
+    throw badManifest(`media type ${shown} is not supported (schema 1 images are not)`);
   }
   const parsed = imageManifestSchema.safeParse(doc);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw badManifest(`${issue?.path.join(".") ?? ""}: ${issue?.message ?? "bad manifest"}`);
+    throw badManifest(issueText(parsed.error.issues[0]));
   }
   return { kind: "image", manifest: parsed.data };
+}
+
+/** Where the document is wrong, by field path and kind of problem: never the remote value. */
+function issueText(issue: { path: (string | number)[]; code: string } | undefined): string {
+  if (issue === undefined) return "it is not a manifest";
+  return `${issue.path.join(".") || "the document"} is missing or invalid (${issue.code})`;
 }
 
 function badManifest(why: string): MsbError {

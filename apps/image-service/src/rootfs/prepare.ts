@@ -1,5 +1,5 @@
 import { createReadStream } from "node:fs";
-import { copyFile, link, mkdir, open, rename, rm, stat } from "node:fs/promises";
+import { copyFile, link, mkdir, open, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join, posix } from "node:path";
 import { MsbError } from "@msb/errors";
 import type { Rootfs } from "@msb/proto";
@@ -8,7 +8,7 @@ import { layerCompression } from "../registry/manifest.js";
 import { digestHex } from "../store/blob-store.js";
 import { acquireFileLock, fsyncDir, ownedTempName } from "../store/fs-util.js";
 import type { ImageCatalog, LocalImage } from "../store/images.js";
-import { unpackLayer } from "../unpack/unpack.js";
+import { unpackLayer, type DeviceEntry, type StrippedMode } from "../unpack/unpack.js";
 import { mkfsErofsRunner, type MkfsRunner } from "./erofs.js";
 
 export interface RootfsDeps {
@@ -23,7 +23,17 @@ export interface RootfsDeps {
   readonly rootfsCache?: boolean;
   /** Default: the real `mkfs.erofs`. */
   readonly mkfs?: MkfsRunner;
+  /** Uncompressed bytes a layer / the whole image may unpack to (no cap when absent). */
+  readonly limits?: UnpackLimits;
 }
+
+export interface UnpackLimits {
+  readonly maxLayerBytes: number;
+  readonly maxImageBytes: number;
+}
+
+/** Where the rootfs records what the host did not apply (setuid bits, device nodes). */
+export const UNPACK_METADATA_PATH = ".msb/unpack-metadata.json";
 
 const defaultMkfs = mkfsErofsRunner();
 const EROFS_MAGIC = 0xe0f5e1e2;
@@ -169,11 +179,16 @@ export async function* buildRootfs(
         // Missing or not an erofs image (truncated copy, disk trouble): rebuild it.
         await rm(cache.path, { force: true }).catch(() => undefined);
       }
+      // Only root may reach the scratch tree: it holds files owned by the image's uids.
+      await mkdir(work, { recursive: true, mode: 0o700 });
       const tree = join(work, "tree");
-      await mkdir(tree, { recursive: true, mode: 0o755 });
+      await mkdir(tree, { mode: 0o755 });
       const layers = image.manifest.layers;
       const totalBytes = layers.reduce((n, l) => n + l.size, 0);
       let doneBytes = 0;
+      let unpackedBytes = 0;
+      const stripped: StrippedMode[] = [];
+      const devices: DeviceEntry[] = [];
       for (const [i, layer] of layers.entries()) {
         if (!(await catalog.store.has(layer.digest))) {
           throw new MsbError(
@@ -194,13 +209,22 @@ export async function* buildRootfs(
             message: `unpacking layer ${i + 1}/${layers.length}`,
           }),
         );
-        await unpackLayer(tree, createReadStream(catalog.store.blobPath(layer.digest)), {
-          compression: layerCompression(layer.mediaType),
-          digest: layer.digest,
-          ...(signal ? { signal } : {}),
-        });
+        const stats = await unpackLayer(
+          tree,
+          createReadStream(catalog.store.blobPath(layer.digest)),
+          {
+            compression: layerCompression(layer.mediaType),
+            digest: layer.digest,
+            ...(signal ? { signal } : {}),
+            ...layerCap(deps.limits, unpackedBytes),
+          },
+        );
+        unpackedBytes += stats.streamBytes;
+        stripped.push(...stats.stripped);
+        devices.push(...stats.devices);
         doneBytes += layer.size;
       }
+      await writeUnpackMetadata(tree, stripped, devices);
       const workdir = image.config.config?.WorkingDir ?? "";
       if (workdir !== "" && posix.isAbsolute(workdir) && !posix.normalize(workdir).includes("..")) {
         await mkdir(join(tree, posix.normalize(workdir)), { recursive: true, mode: 0o755 }).catch(
@@ -262,6 +286,40 @@ export async function* buildRootfs(
     const key = `${hex}-${await (deps.mkfs ?? defaultMkfs).identity()}`;
     return { dir, key, path: join(dir, `${key}.erofs`) };
   }
+}
+
+/** The cap for the next layer: the layer cap, or what is left of the image's, when smaller. */
+function layerCap(
+  limits: UnpackLimits | undefined,
+  usedBytes: number,
+): { maxBytes?: number; maxBytesSetting?: string } {
+  if (limits === undefined) return {};
+  const left = Math.max(0, limits.maxImageBytes - usedBytes);
+  return left < limits.maxLayerBytes
+    ? { maxBytes: left, maxBytesSetting: "MSB_IMAGE_MAX_BYTES" }
+    : { maxBytes: limits.maxLayerBytes, maxBytesSetting: "MSB_IMAGE_MAX_LAYER_BYTES" };
+}
+
+/**
+ * Records in the image (`/.msb/unpack-metadata.json`, only when there is something to say)
+ * the setuid/setgid bits and device nodes the layers asked for and the host did not apply,
+ * so the guest side can see them. Stripped files a later layer removed are left out.
+ */
+async function writeUnpackMetadata(
+  tree: string,
+  stripped: readonly StrippedMode[],
+  devices: readonly DeviceEntry[],
+): Promise<void> {
+  const present: StrippedMode[] = [];
+  for (const entry of stripped) {
+    if (await exists(join(tree, entry.path))) present.push(entry);
+  }
+  if (present.length === 0 && devices.length === 0) return;
+  const path = join(tree, UNPACK_METADATA_PATH);
+  await mkdir(dirname(path), { recursive: true, mode: 0o755 });
+  await writeFile(path, `${JSON.stringify({ strippedModes: present, devices }, null, 2)}\n`, {
+    mode: 0o644,
+  });
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -39,6 +39,8 @@ describe("rootfs files shared across MSB_HOMEs through the machine cache", () =>
       cacheDir,
       rootfsCache,
       mkfs: counting,
+      // The test registry is on loopback: contacted only because it is listed.
+      registries: [registry.host],
       insecureRegistries: [],
       registryAuth: {},
     });

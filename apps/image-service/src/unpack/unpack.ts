@@ -28,14 +28,39 @@ export const WHITEOUT_PREFIX = ".wh.";
 export const OPAQUE_MARKER = ".wh..wh..opq";
 const MAX_SYMLINK_HOPS = 40;
 
+/** A file whose setuid/setgid bits were not applied on the host. */
+export interface StrippedMode {
+  /** Path inside the image, without a leading slash. */
+  readonly path: string;
+  /** The mode the layer asked for (permission bits incl. setuid/setgid/sticky). */
+  readonly mode: number;
+}
+
+/** A device node the layer holds: recorded, never created on the host. */
+export interface DeviceEntry {
+  readonly path: string;
+  readonly type: "char" | "block";
+  readonly major: number;
+  readonly minor: number;
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
 /** Counts from unpacking one layer. */
 export interface UnpackStats {
   entries: number;
   files: number;
   bytes: number;
+  /** Bytes of the uncompressed tar stream (what the size caps count). */
+  streamBytes: number;
   whiteouts: number;
-  /** Entries msb cannot represent (sockets, unknown types); device nodes are made with mknod. */
+  /** Entries msb cannot represent (sockets, unknown types, device nodes). */
   skipped: number;
+  /** Files written without their setuid/setgid bits. */
+  stripped: StrippedMode[];
+  /** Device nodes (char/block) the layer holds, not created. */
+  devices: DeviceEntry[];
 }
 
 export interface UnpackLayerOptions {
@@ -43,7 +68,17 @@ export interface UnpackLayerOptions {
   /** Names the layer in errors. */
   readonly digest: string;
   readonly signal?: AbortSignal;
+  /**
+   * Cap on the uncompressed tar stream of this layer (a gzip bomb stops here with
+   * IMAGE_LAYER_INVALID, reason "too large"). Default: no cap.
+   */
+  readonly maxBytes?: number;
+  /** The setting that sets `maxBytes`, named in the error. Default MSB_IMAGE_MAX_LAYER_BYTES. */
+  readonly maxBytesSetting?: string;
 }
+
+/** Setuid and setgid: a hostile image must not plant privileged executables on the host. */
+const PRIVILEGE_BITS = 0o6000;
 
 function refuse(digest: string, entry: string, why: string): MsbError {
   return new MsbError(
@@ -89,7 +124,16 @@ export async function unpackLayer(
       { details: { digest } },
     );
   }
-  const stats: UnpackStats = { entries: 0, files: 0, bytes: 0, whiteouts: 0, skipped: 0 };
+  const stats: UnpackStats = {
+    entries: 0,
+    files: 0,
+    bytes: 0,
+    streamBytes: 0,
+    whiteouts: 0,
+    skipped: 0,
+    stripped: [],
+    devices: [],
+  };
   // Paths (absolute, resolved) this layer wrote: an opaque marker must not hide them.
   const written = new Set<string>();
   // Directory times are set last: writing children would change them again.
@@ -156,7 +200,7 @@ export async function unpackLayer(
 
   async function setMeta(path: string, entry: ReadEntry, isLink: boolean): Promise<void> {
     await lchown(path, entry.uid ?? 0, entry.gid ?? 0);
-    if (!isLink) await chmod(path, (entry.mode ?? 0o644) & 0o7777);
+    if (!isLink) await chmod(path, (entry.mode ?? 0o644) & 0o7777 & ~PRIVILEGE_BITS);
     const mtime = entry.mtime ?? new Date(0);
     if (isLink) await lutimes(path, mtime, mtime).catch(() => undefined);
     else await utimes(path, mtime, mtime);
@@ -224,6 +268,8 @@ export async function unpackLayer(
         }
         stats.files += 1;
         await setMeta(dest, entry, false);
+        const mode = (entry.mode ?? 0o644) & 0o7777;
+        if ((mode & PRIVILEGE_BITS) !== 0) stats.stripped.push({ path: parts.join("/"), mode });
         break;
       }
       case "SymbolicLink": {
@@ -252,23 +298,25 @@ export async function unpackLayer(
         break;
       }
       case "CharacterDevice":
-      case "BlockDevice":
+      case "BlockDevice": {
+        // Never made on the host: a world-writable /dev/mem twin in the scratch tree is a
+        // host device for anyone who reaches it. The guest mounts devtmpfs on /dev anyway;
+        // the entry is recorded (numbers as node-tar decodes them: 0,0 from GNU headers).
+        stats.skipped += 1;
+        stats.devices.push({
+          path: parts.join("/"),
+          type: type === "CharacterDevice" ? "char" : "block",
+          major: entry.header.devmaj ?? 0,
+          minor: entry.header.devmin ?? 0,
+          mode: (entry.mode ?? 0) & 0o7777,
+          uid: entry.uid ?? 0,
+          gid: entry.gid ?? 0,
+        });
+        return;
+      }
       case "FIFO": {
         if (existing !== undefined) await removeTree(dest);
-        // node-tar decodes device numbers only from POSIX ustar headers; GNU tar headers
-        // (GNU tar, mmdebstrap) come through as 0,0. A node with the wrong numbers is worse
-        // than none (the guest mounts devtmpfs on /dev anyway), so such entries are skipped.
-        const major = entry.header.devmaj;
-        const minor = entry.header.devmin;
-        if (type !== "FIFO" && major === 0 && minor === 0) {
-          stats.skipped += 1;
-          return;
-        }
-        const args =
-          type === "FIFO"
-            ? [dest, "p"]
-            : [dest, type === "CharacterDevice" ? "c" : "b", String(major), String(minor)];
-        await execFileAsync("mknod", args);
+        await execFileAsync("mknod", [dest, "p"]);
         await setMeta(dest, entry, false);
         break;
       }
@@ -322,16 +370,23 @@ export async function unpackLayer(
     input.once("error", (err) => gunzip.destroy(err));
     source = input.pipe(gunzip);
   }
+  const tooLarge = (limitBytes: number): MsbError =>
+    new MsbError(
+      "IMAGE_LAYER_INVALID",
+      `Layer ${digest} unpacks to more than ${limitBytes} bytes, the limit ${options.maxBytesSetting ?? "MSB_IMAGE_MAX_LAYER_BYTES"} sets; it was stopped there. Use a smaller image, or ask the operator to raise the limit.`,
+      { details: { digest, reason: "too large", limitBytes } },
+    );
   try {
     for await (const chunk of source) {
       if (failure !== undefined) break;
+      stats.streamBytes += chunk.length;
+      if (options.maxBytes !== undefined && stats.streamBytes > options.maxBytes) {
+        fail(tooLarge(options.maxBytes));
+        break;
+      }
       if (!parser.write(chunk)) {
         await new Promise<void>((resolve) => parser.once("drain", () => resolve()));
       }
-    }
-    if (failure === undefined) {
-      parser.end();
-      await ended;
     }
   } catch (err) {
     fail(
@@ -344,6 +399,10 @@ export async function unpackLayer(
   } finally {
     input.destroy();
   }
+  // Also after a failure: ending the parser ends an entry cut off mid-file, so the entry
+  // handler waiting for its bytes finishes (a truncation warning cannot replace `failure`).
+  parser.end();
+  await ended;
   await chain;
   if (failure !== undefined) throw failure;
   for (const { path, mtime } of dirTimes.reverse()) {

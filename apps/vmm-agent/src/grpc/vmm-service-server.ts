@@ -93,6 +93,8 @@ export function createVmmServiceServer(service: VmService, logger: Logger): VmmS
         templates: host.templates.map((t) => ({ ...t })),
         starts: { ...host.starts },
         vmsPaused: host.vmsPaused,
+        templateMemoryUsedMib: host.templateMemory.usedMib,
+        templateMemoryMaxMib: host.templateMemory.maxMib,
         isolation: {
           seccomp: host.isolation.seccomp,
           qemuUser: host.isolation.qemuUser,

@@ -35,6 +35,8 @@ export interface Pool<T> {
   fill(template: Template): void;
   /** Destroys one pooled VM (from the fullest pool) to make room; false when none. */
   evictOne(): Promise<boolean>;
+  /** Destroys the ready clones of a template that is gone (evicted); refills stop with it. */
+  drop(key: string): Promise<void>;
   counts(key: string): { ready: number; target: number };
   /** Total pooled VMs (ready ones). */
   size(): number;
@@ -133,6 +135,12 @@ export function createPool<T>(deps: PoolDeps<T>, options: { target: number }): P
       }
       await deps.destroy(member.value);
       return true;
+    },
+
+    async drop(key) {
+      const members = ready.get(key) ?? [];
+      ready.delete(key);
+      await Promise.all(members.map((m) => deps.destroy(m.value)));
     },
 
     counts(key) {

@@ -1,6 +1,7 @@
 import { mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "@msb/runtime";
+import type { Admission, Reservation } from "../admission.js";
 import { templateKey, type TemplateInputs } from "./template-key.js";
 
 /**
@@ -68,6 +69,13 @@ export interface TemplateManagerOptions {
   /** A failed template is tried again after this long (a busy host can time a build out). */
   readonly retryFailedAfterMs: number;
   readonly now?: () => number;
+  /** RAM all templates may hold (MSB_TEMPLATE_MEMORY_MAX_MIB); least recently used go first. */
+  readonly maxMemoryMib: number;
+  /**
+   * RAM the templates first asked for by one namespace may hold
+   * (MSB_TEMPLATE_MEMORY_NAMESPACE_MAX_MIB): one tenant cannot evict everyone else's.
+   */
+  readonly maxNamespaceMemoryMib: number;
 }
 
 /**
@@ -81,8 +89,19 @@ export interface TemplateManager {
   init(): Promise<void>;
   /** The ready template for `inputs`, if there is one. */
   ready(inputs: TemplateInputs): Template | undefined;
-  /** Starts building the template for `inputs` unless it exists or is being built. */
-  ensure(inputs: TemplateInputs): void;
+  /**
+   * Starts building the template for `inputs` unless it exists or is being built, on behalf
+   * of `namespace` (whose share of template RAM it counts against). Least recently used
+   * templates are evicted to stay within the caps; none is built when that cannot be done or
+   * admission has no memory left for it (creates then cold-boot).
+   */
+  ensure(inputs: TemplateInputs, namespace: string): void;
+  /** Evicts the least recently used ready template (a VM needs its memory); false if none. */
+  evictOne(): boolean;
+  /** Template RAM held (building and ready) and the cap, for host info. */
+  memory(): { usedMib: number; maxMib: number };
+  /** Calls `listener` with the key of each template evicted (the pool drops its clones). */
+  onEvicted(listener: (key: string) => void): void;
   /** A restore from this template failed: drop it (files too) so that it is rebuilt. */
   discard(key: string, reason: string): void;
   list(): Template[];
@@ -104,10 +123,14 @@ interface Entry {
   warmLanguage: "python" | "";
   replStream: number | undefined;
   failedAtMs: number;
+  namespace: string;
+  lastUsedMs: number;
+  /** Its RAM in admission's memory budget while building or ready. */
+  reservation?: Reservation;
 }
 
 export function createTemplateManager(
-  deps: { builder: TemplateBuilder; logger: Logger },
+  deps: { builder: TemplateBuilder; logger: Logger; admission: Admission },
   options: TemplateManagerOptions,
 ): TemplateManager {
   const { builder, logger } = deps;
@@ -118,6 +141,40 @@ export function createTemplateManager(
   let chain: Promise<void> = Promise.resolve();
   let closed = false;
   const readyListeners: Array<(template: Template) => void> = [];
+  const evictedListeners: Array<(key: string) => void> = [];
+
+  /** Entries holding RAM (a failed one holds none). */
+  const holding = (): Entry[] => [...entries.values()].filter((e) => e.state !== "failed");
+  const sum = (list: Entry[]): number => list.reduce((n, e) => n + e.inputs.memoryMib, 0);
+
+  function freeMemory(e: Entry): void {
+    e.reservation?.release();
+    e.reservation = undefined;
+  }
+
+  function evict(e: Entry, why: string): void {
+    entries.delete(e.key);
+    freeMemory(e);
+    logger.info({ template: e.key, namespace: e.namespace, why }, "template evicted");
+    // On the build chain, so the files are gone before the next build starts (and `idle`).
+    chain = chain.then(() => removeFiles(e.paths).catch(() => undefined));
+    for (const listener of evictedListeners) listener(e.key);
+  }
+
+  /**
+   * Evicts ready templates, least recently used first, until `fits` holds; only among
+   * `scope`. False when building ones alone already break it.
+   */
+  function makeRoom(scope: (e: Entry) => boolean, fits: () => boolean, why: string): boolean {
+    while (!fits()) {
+      const victim = holding()
+        .filter((e) => scope(e) && e.state === "ready")
+        .sort((a, b) => a.lastUsedMs - b.lastUsedMs)[0];
+      if (victim === undefined) return false;
+      evict(victim, why);
+    }
+    return true;
+  }
 
   const view = (e: Entry): Template => ({
     key: e.key,
@@ -160,6 +217,7 @@ export function createTemplateManager(
       for (const listener of readyListeners) listener(view(e));
     } catch (err) {
       await removeFiles(e.paths).catch(() => undefined);
+      freeMemory(e);
       e.state = "failed";
       e.reason = err instanceof Error ? err.message : String(err);
       e.failedAtMs = now();
@@ -178,15 +236,45 @@ export function createTemplateManager(
 
     ready(inputs) {
       const e = entries.get(templateKey(inputs));
-      return e?.state === "ready" ? view(e) : undefined;
+      if (e?.state !== "ready") return undefined;
+      e.lastUsedMs = now();
+      return view(e);
     },
 
-    ensure(inputs) {
+    ensure(inputs, namespace) {
       if (closed) return;
       const key = templateKey(inputs);
       const old = entries.get(key);
       if (old !== undefined) {
         if (old.state !== "failed" || now() - old.failedAtMs < options.retryFailedAfterMs) return;
+        entries.delete(key);
+      }
+      const mib = inputs.memoryMib;
+      const skip = (why: string): void =>
+        logger.info({ template: key, namespace, memoryMib: mib, why }, "template not built");
+      if (mib > options.maxMemoryMib || mib > options.maxNamespaceMemoryMib) {
+        return skip("larger than the template memory cap");
+      }
+      const mine = (e: Entry): boolean => e.namespace === namespace;
+      if (
+        !makeRoom(
+          mine,
+          () => sum(holding().filter(mine)) + mib <= options.maxNamespaceMemoryMib,
+          "namespace template memory cap",
+        ) ||
+        !makeRoom(
+          () => true,
+          () => sum(holding()) + mib <= options.maxMemoryMib,
+          "template memory cap",
+        )
+      ) {
+        return skip("the templates being built fill the cap");
+      }
+      let reservation: Reservation;
+      try {
+        reservation = deps.admission.reserveMemory(mib);
+      } catch {
+        return skip("no memory left for it in admission");
       }
       const e: Entry = {
         key,
@@ -198,6 +286,9 @@ export function createTemplateManager(
         warmLanguage: "",
         replStream: undefined,
         failedAtMs: 0,
+        namespace,
+        lastUsedMs: now(),
+        reservation,
       };
       entries.set(key, e);
       chain = chain.then(() => build(e));
@@ -209,6 +300,7 @@ export function createTemplateManager(
       e.state = "failed";
       e.reason = reason;
       e.failedAtMs = now();
+      freeMemory(e);
       logger.warn({ template: key, reason }, "template discarded");
       // Clones map the RAM file privately and copied the disk: deleting is safe.
       void removeFiles(e.paths).catch(() => undefined);
@@ -220,6 +312,23 @@ export function createTemplateManager(
 
     onReady(listener) {
       readyListeners.push(listener);
+    },
+
+    evictOne() {
+      const victim = holding()
+        .filter((e) => e.state === "ready")
+        .sort((a, b) => a.lastUsedMs - b.lastUsedMs)[0];
+      if (victim === undefined) return false;
+      evict(victim, "a VM needs the memory");
+      return true;
+    },
+
+    memory() {
+      return { usedMib: sum(holding()), maxMib: options.maxMemoryMib };
+    },
+
+    onEvicted(listener) {
+      evictedListeners.push(listener);
     },
 
     async idle() {
@@ -234,7 +343,10 @@ export function createTemplateManager(
       closed = true;
       abort.abort();
       await chain;
-      for (const e of entries.values()) await removeFiles(e.paths).catch(() => undefined);
+      for (const e of entries.values()) {
+        freeMemory(e);
+        await removeFiles(e.paths).catch(() => undefined);
+      }
       // The memory dir is this home's alone (named after MSB_HOME): leave no empty dir behind.
       await rm(options.memoryDir, { recursive: true, force: true });
     },

@@ -184,6 +184,23 @@ export interface PushResult {
   manifestDigest: string;
 }
 
+/** CheckPullRequest names the image a caller wants to use. */
+export interface CheckPullRequest {
+  reference: string;
+}
+
+/** CheckPullResponse says whether using the image needs a pull and whether one is allowed. */
+export interface CheckPullResponse {
+  /** Normalised reference, e.g. "docker.io/library/python:3.12". */
+  reference: string;
+  /** Registry host[:port] of the reference. */
+  registry: string;
+  /** True when the image is in the local store (starting it contacts no registry). */
+  present: boolean;
+  /** True when the registry is allowed by MSB_REGISTRIES (a pull may contact it). */
+  registryAllowed: boolean;
+}
+
 function createBaseImage(): Image {
   return {
     reference: "",
@@ -1910,6 +1927,152 @@ export const PushResult: MessageFns<PushResult> = {
   },
 };
 
+function createBaseCheckPullRequest(): CheckPullRequest {
+  return { reference: "" };
+}
+
+export const CheckPullRequest: MessageFns<CheckPullRequest> = {
+  encode(message: CheckPullRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.reference !== "") {
+      writer.uint32(10).string(message.reference);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CheckPullRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCheckPullRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.reference = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CheckPullRequest>, I>>(base?: I): CheckPullRequest {
+    return CheckPullRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CheckPullRequest>, I>>(object: I): CheckPullRequest {
+    const message = createBaseCheckPullRequest();
+    message.reference = object.reference ?? "";
+    return message;
+  },
+};
+
+function createBaseCheckPullResponse(): CheckPullResponse {
+  return { reference: "", registry: "", present: false, registryAllowed: false };
+}
+
+export const CheckPullResponse: MessageFns<CheckPullResponse> = {
+  encode(message: CheckPullResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.reference !== "") {
+      writer.uint32(10).string(message.reference);
+    }
+    if (message.registry !== "") {
+      writer.uint32(18).string(message.registry);
+    }
+    if (message.present !== false) {
+      writer.uint32(24).bool(message.present);
+    }
+    if (message.registryAllowed !== false) {
+      writer.uint32(32).bool(message.registryAllowed);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CheckPullResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCheckPullResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.reference = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.registry = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.present = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.registryAllowed = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CheckPullResponse>, I>>(base?: I): CheckPullResponse {
+    return CheckPullResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CheckPullResponse>, I>>(object: I): CheckPullResponse {
+    const message = createBaseCheckPullResponse();
+    message.reference = object.reference ?? "";
+    message.registry = object.registry ?? "";
+    message.present = object.present ?? false;
+    message.registryAllowed = object.registryAllowed ?? false;
+    return message;
+  },
+};
+
 /**
  * ImageService pulls OCI images into a content-addressed store, turns them into bootable
  * read-only root filesystems, and builds msb's own images from definitions in `images/`.
@@ -1994,6 +2157,20 @@ export const ImageServiceService = {
     responseSerialize: (value: PushImageResponse): Buffer => Buffer.from(PushImageResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): PushImageResponse => PushImageResponse.decode(value),
   },
+  /**
+   * Says, without contacting any registry, whether an image is in the local store and
+   * whether its registry is one this service may pull from (MSB_REGISTRIES). The control
+   * plane uses it to decide which callers may cause a pull.
+   */
+  checkPull: {
+    path: "/msb.image.v1.ImageService/CheckPull" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CheckPullRequest): Buffer => Buffer.from(CheckPullRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CheckPullRequest => CheckPullRequest.decode(value),
+    responseSerialize: (value: CheckPullResponse): Buffer => Buffer.from(CheckPullResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CheckPullResponse => CheckPullResponse.decode(value),
+  },
 } as const;
 
 export interface ImageServiceServer extends UntypedServiceImplementation {
@@ -2017,6 +2194,12 @@ export interface ImageServiceServer extends UntypedServiceImplementation {
   buildImage: handleServerStreamingCall<BuildImageRequest, BuildImageResponse>;
   /** Pushes an image from the local store to a registry. */
   pushImage: handleServerStreamingCall<PushImageRequest, PushImageResponse>;
+  /**
+   * Says, without contacting any registry, whether an image is in the local store and
+   * whether its registry is one this service may pull from (MSB_REGISTRIES). The control
+   * plane uses it to decide which callers may cause a pull.
+   */
+  checkPull: handleUnaryCall<CheckPullRequest, CheckPullResponse>;
 }
 
 export interface ImageServiceClient extends Client {
@@ -2105,6 +2288,26 @@ export interface ImageServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<PushImageResponse>;
+  /**
+   * Says, without contacting any registry, whether an image is in the local store and
+   * whether its registry is one this service may pull from (MSB_REGISTRIES). The control
+   * plane uses it to decide which callers may cause a pull.
+   */
+  checkPull(
+    request: CheckPullRequest,
+    callback: (error: ServiceError | null, response: CheckPullResponse) => void,
+  ): ClientUnaryCall;
+  checkPull(
+    request: CheckPullRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CheckPullResponse) => void,
+  ): ClientUnaryCall;
+  checkPull(
+    request: CheckPullRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CheckPullResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const ImageServiceClient = makeGenericClientConstructor(

@@ -96,6 +96,10 @@ export interface GetHostInfoResponse {
     | undefined;
   /** VMs paused because they were idle; each resumes on its next call. */
   vmsPaused: number;
+  /** RAM held by template snapshots (tmpfs files), counted in the memory budget with the VMs. */
+  templateMemoryUsedMib: number;
+  /** Cap of that RAM (MSB_TEMPLATE_MEMORY_MAX_MIB); least recently used templates are evicted. */
+  templateMemoryMaxMib: number;
   /** How VMs are confined on this host (field 20 leaves room for the templates work). */
   isolation: Isolation | undefined;
 }
@@ -498,6 +502,8 @@ function createBaseGetHostInfoResponse(): GetHostInfoResponse {
     templates: [],
     starts: undefined,
     vmsPaused: 0,
+    templateMemoryUsedMib: 0,
+    templateMemoryMaxMib: 0,
     isolation: undefined,
   };
 }
@@ -539,6 +545,12 @@ export const GetHostInfoResponse: MessageFns<GetHostInfoResponse> = {
     }
     if (message.vmsPaused !== 0) {
       writer.uint32(96).uint32(message.vmsPaused);
+    }
+    if (message.templateMemoryUsedMib !== 0) {
+      writer.uint32(104).uint64(message.templateMemoryUsedMib);
+    }
+    if (message.templateMemoryMaxMib !== 0) {
+      writer.uint32(112).uint64(message.templateMemoryMaxMib);
     }
     if (message.isolation !== undefined) {
       Isolation.encode(message.isolation, writer.uint32(162).fork()).join();
@@ -655,6 +667,22 @@ export const GetHostInfoResponse: MessageFns<GetHostInfoResponse> = {
             message.vmsPaused = reader.uint32();
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.templateMemoryUsedMib = longToNumber(reader.uint64());
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.templateMemoryMaxMib = longToNumber(reader.uint64());
+            continue;
+          }
           case 20: {
             if (tag !== 162) {
               break;
@@ -694,6 +722,8 @@ export const GetHostInfoResponse: MessageFns<GetHostInfoResponse> = {
       ? StartCounters.fromPartial(object.starts)
       : undefined;
     message.vmsPaused = object.vmsPaused ?? 0;
+    message.templateMemoryUsedMib = object.templateMemoryUsedMib ?? 0;
+    message.templateMemoryMaxMib = object.templateMemoryMaxMib ?? 0;
     message.isolation = (object.isolation !== undefined && object.isolation !== null)
       ? Isolation.fromPartial(object.isolation)
       : undefined;
