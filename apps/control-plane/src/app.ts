@@ -3,7 +3,7 @@ import Fastify, { type FastifyInstance } from "fastify";
 import { MsbError } from "@msb/errors";
 import type { Logger } from "@msb/runtime";
 import type { Authenticator } from "./auth/authenticate.js";
-import type { HealthProbe } from "./health.js";
+import { publicHealth, type HealthProbe } from "./health.js";
 import { registerAttachRoute } from "./http/attach/route.js";
 import { installJsonRpcFraming } from "./http/framework.js";
 import { HEALTH_PATH } from "./http/routes.js";
@@ -131,7 +131,17 @@ export function createApp(deps: AppDeps, options: AppOptions): FastifyInstance {
   app.get(HEALTH_PATH, async (request, reply) => {
     const report = await deps.health.check(AbortSignal.timeout(options.healthTimeoutMs));
     if (!report.healthy) request.log.warn({ health: report.body }, "health check: degraded");
-    return reply.status(report.healthy ? 200 : 503).send(report.body);
+    // Details (VM counts, templates, isolation, why a service is down) need a valid key
+    // (any namespace; in --dev every caller has one); without one the answer is minimal.
+    let detailed = true;
+    try {
+      deps.auth.authenticate(request.headers);
+    } catch {
+      detailed = false;
+    }
+    return reply
+      .status(report.healthy ? 200 : 503)
+      .send(detailed ? report.body : publicHealth(report.body));
   });
 
   registerRpcRoute(

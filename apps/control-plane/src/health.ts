@@ -61,6 +61,23 @@ export interface HealthReport {
   };
 }
 
+/**
+ * What anyone may see without a key: healthy or not, the version, the accelerator, and which
+ * service is up — no error texts (KVM probe output, paths), uid ranges, VM counts or template
+ * image names, which tell an outsider about the host and its tenants.
+ */
+export function publicHealth(body: HealthReport["body"]): HealthReport["body"] {
+  return {
+    message: body.message,
+    version: body.version,
+    accelerator: body.accelerator,
+    services: {
+      image: { status: body.services.image.status },
+      vmm: { status: body.services.vmm.status },
+    },
+  };
+}
+
 export interface HealthProbe {
   check(signal: AbortSignal): Promise<HealthReport>;
 }

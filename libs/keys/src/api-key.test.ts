@@ -80,4 +80,25 @@ describe("API keys", () => {
     expect(() => createApiKey(secret, { namespace: "../etc" })).toThrow(/Invalid namespace/);
     expect(() => createApiKey(secret, { namespace: "a", expiresInMs: 0 })).toThrow(/lifetime/);
   });
+
+  it("accepts only the canonical encoding: a key with its last character changed is rejected", () => {
+    const key = createApiKey(secret, { namespace: "team-a", now: T0 });
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    // Every other last character: some decode to the same signature bytes (the low bits of
+    // the last base64url character are padding), and must still be refused.
+    for (const c of alphabet) {
+      if (c === key.at(-1)) continue;
+      const changed = key.slice(0, -1) + c;
+      expect(() => verifyApiKey(secret, changed, T0), changed).toThrow(MsbError);
+    }
+  });
+
+  it("calls garbage malformed, not a bad signature", () => {
+    for (const garbage of ["msb_abc.def", "msb_aGVsbG8.d29ybGQ", "msb_e30.AAAA", "msb_x.y"]) {
+      expect(
+        reasonOf(() => verifyApiKey(secret, garbage, T0)),
+        garbage,
+      ).toBe("malformed");
+    }
+  });
 });

@@ -10,6 +10,8 @@ const MAX_KEY_LENGTH = 1024;
 /** Domain separation: a MAC for an API key can never be mistaken for another msb MAC. */
 const MAC_CONTEXT = "msb-api-key.v1.";
 const BASE64URL = /^[A-Za-z0-9_-]+$/;
+/** HMAC-SHA256 output. */
+const MAC_BYTES = 32;
 
 /** The server secret: the hex text of `server.key` (or any string the operator chose), or bytes. */
 export type ServerSecret = string | Uint8Array;
@@ -93,10 +95,19 @@ export function verifyApiKey(
   if (parts.length !== 2) throw malformed();
   const [body, signature] = parts as [string, string];
   if (!BASE64URL.test(body) || !BASE64URL.test(signature)) throw malformed();
+  // Only the canonical encoding: base64url ignores the low bits of a last character, so
+  // several strings decode to the same bytes; a key is exactly the string that was issued.
+  const given = Buffer.from(signature, "base64url");
+  if (given.toString("base64url") !== signature || given.length !== MAC_BYTES) throw malformed();
+  if (Buffer.from(body, "base64url").toString("base64url") !== body) throw malformed();
+  // Garbage is malformed, not "signed by another server": the payload must have our shape
+  // (a bounded JSON.parse of at most MAX_KEY_LENGTH characters; nothing is trusted before
+  // the signature is checked below).
+  const payload = parsePayload(body);
+  if (payload === undefined) throw malformed();
 
   const expected = mac(secret, body);
-  const given = Buffer.from(signature, "base64url");
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+  if (!timingSafeEqual(given, expected)) {
     throw new MsbError(
       "AUTH_INVALID",
       "The API key's signature does not match this server: the key was altered, or it was issued by another msb server (or before this server's server.key was replaced). Create a new key on this server with 'msb server keygen'.",
@@ -104,9 +115,6 @@ export function verifyApiKey(
     );
   }
 
-  // Only a payload this server signed is parsed.
-  const payload = parsePayload(body);
-  if (payload === undefined) throw malformed();
   if (payload.exp !== undefined && payload.exp <= now) {
     const at = new Date(payload.exp).toISOString();
     throw new MsbError(

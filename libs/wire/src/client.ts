@@ -105,7 +105,10 @@ export function createControlPlaneClient(options: ControlPlaneClientOptions): Co
   return {
     url: base,
     async health(signal, healthOptions) {
-      const res = await request("/api/v1/health", { method: "GET" }, signal);
+      // With the key, health includes details (VM counts, templates, isolation).
+      const headers: Record<string, string> = {};
+      if (options.apiKey !== undefined) headers["authorization"] = `Bearer ${options.apiKey}`;
+      const res = await request("/api/v1/health", { method: "GET", headers }, signal);
       const body: unknown = await res.json().catch(() => undefined);
       const usable = res.ok || healthOptions?.acceptUnhealthy === true;
       if (!usable || body === null || typeof body !== "object") {

@@ -124,6 +124,60 @@ describe("authentication and namespaces", () => {
     const res = await h.app.inject({ method: "GET", url: "/api/v1/health" });
     expect(res.statusCode).toBe(200);
   });
+
+  it("keeps health minimal without a key (no uid range, KVM error, templates, VM counts) and detailed with one", async () => {
+    h.vmm.hostExtras = {
+      note: "KVM probe failed: /dev/kvm: Permission denied (uid 1900000000-1900065535)",
+      vmsRunning: 3,
+      maxVms: 24,
+      isolation: {
+        seccomp: true,
+        qemuUser: "dedicated uid per VM (1900000000-1900065535)",
+        networkPolicyEnforced: true,
+        networkPolicyNote: "",
+      },
+      templates: [
+        {
+          key: "k1",
+          imageReference: "registry.internal/secret-team/app:1",
+          memoryMib: 512,
+          vcpus: 1,
+          state: "ready",
+          reason: "",
+          warmLanguage: "python",
+          poolReady: 1,
+          poolTarget: 2,
+          buildMs: 4000,
+        },
+      ],
+    };
+    const anonymous = await h.app.inject({ method: "GET", url: "/api/v1/health" });
+    expect(anonymous.statusCode).toBe(200);
+    expect(anonymous.json()).toEqual({
+      message: "Service is healthy",
+      version: "0.0.0-test",
+      accelerator: "tcg",
+      services: { image: { status: "up" }, vmm: { status: "up" } },
+    });
+    expect(anonymous.body).not.toMatch(/1900000000|Permission denied|secret-team|vms_running/);
+    for (const key of ["junk", h.key("team-a").slice(0, -1)]) {
+      const bad = await h.app.inject({
+        method: "GET",
+        url: "/api/v1/health",
+        headers: { authorization: `Bearer ${key}` },
+      });
+      expect(bad.body).not.toMatch(/1900000000|secret-team/);
+    }
+    const detailed = await h.app.inject({
+      method: "GET",
+      url: "/api/v1/health",
+      headers: { authorization: `Bearer ${h.key("*")}` },
+    });
+    expect(detailed.json().services.vmm).toMatchObject({
+      vms_running: 3,
+      templates: [{ image: "registry.internal/secret-team/app:1" }],
+    });
+  });
 });
 
 describe("dev mode", () => {
