@@ -5,13 +5,11 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
-import type { ClientReadableStream } from "@grpc/grpc-js";
 import { MsbError } from "@msb/errors";
 import {
-  ImageServiceClient,
-  callUnary,
-  createGrpcChannelCredentials,
-  readServerStream,
+  ImageServiceService,
+  createTypedClient,
+  type TypedClient,
   type Image,
   type Progress,
   type PushResult,
@@ -38,10 +36,10 @@ const SERVICE = "image service";
 type Event<R> = { $case: "progress"; value: Progress } | { $case: string; value: R } | undefined;
 
 /** Reads a progress stream; returns the progress events and the final (non-progress) message. */
-async function drain<R>(stream: ClientReadableStream<{ event: Event<R> }>) {
+async function drain<R>(stream: AsyncIterable<{ event: Event<R> }>) {
   const events: Progress[] = [];
   let result: R | undefined;
-  for await (const message of readServerStream(SERVICE, stream)) {
+  for await (const message of stream) {
     const event = message.event;
     if (event === undefined) continue;
     if (event.$case === "progress") events.push(event.value as Progress);
@@ -71,14 +69,13 @@ describe("image service over gRPC against a real registry", () => {
   let registry: TestRegistry;
   let home: TempDir;
   let server: RunningServer;
-  let client: ImageServiceClient;
+  let client: TypedClient<typeof ImageServiceService>;
   const store = () => join(home.path, "images");
 
   const pull = (reference: string) => drain<Image>(client.pullImage({ reference, platform: "" }));
   const rootfs = (reference: string, pullIfMissing = true) =>
     drain<Rootfs>(client.prepareRootfs({ reference, platform: "", pullIfMissing }));
-  const getImage = (reference: string) =>
-    callUnary(SERVICE, client.getImage.bind(client), { reference }, { timeoutMs: 30_000 });
+  const getImage = (reference: string) => client.getImage({ reference }, { timeoutMs: 30_000 });
 
   /** What must not change when an operation fails: names, finished rootfs files, temp files. */
   async function storeState() {
@@ -114,7 +111,11 @@ describe("image service over gRPC against a real registry", () => {
       service,
       logger,
     );
-    client = new ImageServiceClient(server.address, createGrpcChannelCredentials());
+    // Streams (builds, pulls) may take minutes on this machine; unary calls set 30 s.
+    client = createTypedClient(ImageServiceService, server.address, {
+      service: SERVICE,
+      defaultTimeoutMs: 900_000,
+    });
   });
 
   afterAll(async () => {
@@ -142,9 +143,7 @@ describe("image service over gRPC against a real registry", () => {
     );
     expect(pushed.result).toEqual({ target, manifestDigest: built.result.manifestDigest });
 
-    const removed = await callUnary(
-      SERVICE,
-      client.removeImage.bind(client),
+    const removed = await client.removeImage(
       { reference: "microsandbox/python" },
       { timeoutMs: 30_000 },
     );
@@ -233,8 +232,7 @@ describe("image service over gRPC against a real registry", () => {
   });
 
   it("CheckPull says whether an image is local and whether its registry is allowed", async () => {
-    const check = (reference: string) =>
-      callUnary(SERVICE, client.checkPull.bind(client), { reference }, { timeoutMs: 30_000 });
+    const check = (reference: string) => client.checkPull({ reference }, { timeoutMs: 30_000 });
     const layer = gzipSync(tarArchive([{ path: "etc/checked", content: "x" }]));
     await pushRawImage(registry.url, "test/checked", "v1", { layers: [{ data: layer }] });
     const ref = `${registry.host}/test/checked:v1`;

@@ -9,6 +9,7 @@ import {
   ImageServiceService,
   callUnary,
   createGrpcChannelCredentials,
+  createTypedClient,
   readServerStream,
   serverStreamHandler,
   unaryHandler,
@@ -46,11 +47,26 @@ beforeAll(async () => {
       Promise.reject(new MsbError("IMAGE_NOT_FOUND", `No image '${request.reference}'.`)),
     ),
     listImages: notImplemented,
-    removeImage: notImplemented,
+    // Answers only when the caller goes away: for deadlines and cancellation.
+    removeImage: unaryHandler(
+      logger,
+      "RemoveImage",
+      (_request, ctx) =>
+        new Promise((_resolve, reject) =>
+          ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason as Error)),
+        ),
+    ),
     prepareRootfs: serverStreamHandler(logger, "PrepareRootfs", async function* () {}),
     buildImage: serverStreamHandler(logger, "BuildImage", async function* () {}),
     pushImage: serverStreamHandler(logger, "PushImage", async function* () {}),
-    checkPull: notImplemented,
+    checkPull: unaryHandler(logger, "CheckPull", (request: { reference: string }) =>
+      Promise.resolve({
+        reference: request.reference,
+        registry: "r",
+        present: true,
+        registryAllowed: false,
+      }),
+    ),
   };
   server.addService(ImageServiceService, impl);
   await new Promise<void>((resolve, reject) =>
@@ -119,5 +135,54 @@ describe("gRPC error edges", () => {
       { timeoutMs: 10_000 },
     ).catch((e: unknown) => e);
     expect((err as MsbError).code).toBe("IMAGE_NOT_FOUND");
+  });
+});
+
+describe("createTypedClient", () => {
+  const typed = () =>
+    createTypedClient(ImageServiceService, address, {
+      service: "image service",
+      defaultTimeoutMs: 30_000,
+    });
+
+  it("calls unary methods as promises and server streams as async iterables", async () => {
+    const c = typed();
+    try {
+      expect(await c.checkPull({ reference: "a/b" })).toEqual({
+        reference: "a/b",
+        registry: "r",
+        present: true,
+        registryAllowed: false,
+      });
+      const phases: string[] = [];
+      const err = await (async () => {
+        for await (const m of c.pullImage({ reference: "nope", platform: "" })) {
+          if (m.event?.$case === "progress") phases.push(m.event.value.phase);
+        }
+      })().catch((e: unknown) => e);
+      expect(phases).toEqual(["resolving"]);
+      expect(err).toMatchObject({ code: "IMAGE_NOT_FOUND", details: { reference: "nope" } });
+      await expect(c.getImage({ reference: "x" })).rejects.toMatchObject({
+        code: "IMAGE_NOT_FOUND",
+      });
+    } finally {
+      c.close();
+    }
+  });
+
+  it("always sets a deadline (TIMEOUT naming the service) and honours an AbortSignal", async () => {
+    const c = typed();
+    try {
+      await expect(c.removeImage({ reference: "x" }, { timeoutMs: 200 })).rejects.toMatchObject({
+        code: "TIMEOUT",
+        message: expect.stringContaining("image service") as unknown,
+      });
+      const controller = new AbortController();
+      const call = c.removeImage({ reference: "x" }, { signal: controller.signal });
+      controller.abort();
+      await expect(call).rejects.toMatchObject({ code: "CANCELLED" });
+    } finally {
+      c.close();
+    }
   });
 });

@@ -1,8 +1,11 @@
 import {
+  Client,
   Metadata,
   credentials,
   status,
   type ChannelCredentials,
+  type ChannelOptions,
+  type MethodDefinition,
   type ClientDuplexStream,
   type ClientReadableStream,
   type ClientUnaryCall,
@@ -294,4 +297,122 @@ export function openBidiCall<Req, Res>(
     cancel: () => call.cancel(),
     responses: responses(),
   };
+}
+
+/** Per-call options of a {@link TypedClient} method. */
+export interface CallOptions {
+  /**
+   * Deadline in ms from the call's start: the whole unary call, or the whole server stream.
+   * Default: the client's `defaultTimeoutMs`. Bidi calls have none (see openBidiCall).
+   */
+  readonly timeoutMs?: number;
+  /** Aborting cancels the call; the caller then gets CANCELLED (or the stream just ends). */
+  readonly signal?: AbortSignal;
+}
+
+/** What createTypedClient needs of a ts-proto method definition. */
+interface AnyMethod {
+  readonly path: string;
+  readonly requestStream: boolean;
+  readonly responseStream: boolean;
+  readonly requestSerialize: (value: never) => Buffer;
+  readonly responseDeserialize: (bytes: Buffer) => unknown;
+}
+
+/** The async method a ts-proto method definition becomes in a {@link TypedClient}. */
+export type TypedMethod<M> =
+  M extends MethodDefinition<infer Req, infer Res>
+    ? M extends { readonly requestStream: false; readonly responseStream: false }
+      ? (request: Req, options?: CallOptions) => Promise<Res>
+      : M extends { readonly requestStream: false; readonly responseStream: true }
+        ? (request: Req, options?: CallOptions) => AsyncGenerator<Res>
+        : M extends { readonly requestStream: true; readonly responseStream: true }
+          ? (options?: { readonly signal?: AbortSignal }) => BidiCall<Req, Res>
+          : never
+    : never;
+
+/**
+ * A client whose methods are the service's, async (nice-grpc style): unary → Promise, server
+ * stream → async iterable, bidi → {@link BidiCall}. Every unary and server-stream call has a
+ * deadline, every call an optional AbortSignal, and every error is an MsbError naming the
+ * service. `close()` closes the channel.
+ */
+export type TypedClient<S> = { readonly [K in keyof S]: TypedMethod<S[K]> } & {
+  close(): void;
+};
+
+export interface TypedClientOptions {
+  /** Names the peer in errors ("image service", "vmm-agent"). */
+  readonly service: string;
+  /** Deadline of a call that sets none. */
+  readonly defaultTimeoutMs: number;
+  /** grpc-js channel options (message size limits, …). */
+  readonly channelOptions?: ChannelOptions;
+}
+
+/**
+ * Turns a ts-proto service definition (`ImageServiceService`, `VmmServiceService`) into a
+ * {@link TypedClient} on `address` (`unix:/path` or `host:port`), so callers stop binding
+ * callback methods: `await client.getImage({ reference })`,
+ * `for await (const m of client.pullImage(req, { signal }))`.
+ */
+export function createTypedClient<S extends Record<string, AnyMethod>>(
+  definition: S,
+  address: string,
+  options: TypedClientOptions,
+): TypedClient<S> {
+  const client = new Client(address, createGrpcChannelCredentials(), options.channelOptions);
+  const { service } = options;
+  const deadline = (o: CallOptions | undefined) => ({
+    deadline: new Date(Date.now() + (o?.timeoutMs ?? options.defaultTimeoutMs)),
+  });
+  const methods: Record<string, unknown> = { close: () => client.close() };
+  for (const [name, method] of Object.entries(definition)) {
+    const { path, responseDeserialize } = method;
+    // The definition's own serializer, for its own request type (checked by TypedMethod).
+    const requestSerialize = method.requestSerialize as (value: unknown) => Buffer;
+    if (!method.requestStream && !method.responseStream) {
+      methods[name] = (request: unknown, o?: CallOptions) =>
+        callUnary(
+          service,
+          (req: unknown, metadata, callOptions, callback) =>
+            client.makeUnaryRequest(
+              path,
+              requestSerialize,
+              responseDeserialize,
+              req,
+              metadata,
+              callOptions,
+              callback,
+            ),
+          request,
+          {
+            timeoutMs: o?.timeoutMs ?? options.defaultTimeoutMs,
+            ...(o?.signal ? { signal: o.signal } : {}),
+          },
+        );
+    } else if (!method.requestStream) {
+      methods[name] = (request: unknown, o?: CallOptions) =>
+        readServerStream(
+          service,
+          client.makeServerStreamRequest(
+            path,
+            requestSerialize,
+            responseDeserialize,
+            request,
+            new Metadata(),
+            deadline(o),
+          ),
+          o?.signal,
+        );
+    } else if (method.responseStream) {
+      methods[name] = (o?: { signal?: AbortSignal }) =>
+        openBidiCall(
+          service,
+          client.makeBidiStreamRequest(path, requestSerialize, responseDeserialize),
+          o?.signal,
+        );
+    }
+  }
+  return methods as TypedClient<S>;
 }

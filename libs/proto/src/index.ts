@@ -82,6 +82,12 @@ export {
   serverStreamHandler,
   ERROR_CODE_METADATA_KEY,
   ERROR_DETAILS_METADATA_KEY,
+  createTypedClient,
   type BidiCall,
+  type CallOptions,
   type HandlerContext,
+  type TypedClient,
+  type TypedClientOptions,
+  type TypedMethod,
 } from "./grpc.js";
+export { bindGrpcServer, type BindGrpcServerOptions } from "./bind.js";
