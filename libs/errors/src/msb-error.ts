@@ -44,12 +44,23 @@ export function isMsbError(value: unknown): value is MsbError {
  * and the operator can find the cause in the log. The original is kept as `cause`.
  */
 export function toMsbError(value: unknown, requestId?: string): MsbError {
-  if (value instanceof MsbError) return value;
+  // An INTERNAL error from further in (e.g. a service behind gRPC) gets this request's id too:
+  // its message tells the caller to quote one.
+  const passOn =
+    value instanceof MsbError &&
+    !(value.code === "INTERNAL" && requestId !== undefined && !("requestId" in value.details));
+  if (passOn) return value;
   const ref = requestId === undefined ? "" : ` (request id ${requestId})`;
   return new MsbError(
     "INTERNAL",
     `msb hit an internal fault${ref}. It has been logged with its cause; retry, and if it persists report it with the request id.`,
-    { cause: value, details: requestId === undefined ? {} : { requestId } },
+    {
+      cause: value,
+      details: {
+        ...(value instanceof MsbError ? value.details : {}),
+        ...(requestId === undefined ? {} : { requestId }),
+      },
+    },
   );
 }
 

@@ -340,6 +340,57 @@ describe("the sandbox JSON-RPC flow", () => {
     });
   });
 
+  it("bounds every numeric input: a huge config.timeout is INVALID_PARAMS, not INTERNAL (uint32 overflow)", async () => {
+    const huge = [4294968, 2 ** 53, 1e300];
+    for (const timeout of huge) {
+      const res = await h.rpc("sandbox.start", start("sb", { ...PY, timeout }));
+      expect(res.json().error?.data, `timeout ${timeout}`).toMatchObject({
+        code: "INVALID_PARAMS",
+        issues: [{ field: "config.timeout" }],
+      });
+    }
+    for (const [field, config] of [
+      ["config.memory", { ...PY, memory: 1e300 }],
+      ["config.cpus", { ...PY, cpus: 2 ** 53 }],
+    ] as const) {
+      const res = await h.rpc("sandbox.start", start("sb", config));
+      expect(res.json().error?.data, field).toMatchObject({
+        code: "INVALID_PARAMS",
+        issues: [{ field }],
+      });
+    }
+    expect(h.vmm.created).toHaveLength(0);
+    await h.rpc("sandbox.start", start());
+    for (const method of ["sandbox.repl.run", "sandbox.command.run"]) {
+      const res = await h.rpc(method, {
+        sandbox: "sb",
+        language: "python",
+        code: "1",
+        command: "ls",
+        timeout: 1e300,
+      });
+      expect(res.json().error?.data, method).toMatchObject({
+        code: "INVALID_PARAMS",
+        issues: [{ field: "timeout" }],
+      });
+    }
+  });
+
+  it("puts the request id of an INTERNAL error in error.data, also for one from a backend", async () => {
+    await h.rpc("sandbox.start", start());
+    for (const fault of [
+      new Error("boom"),
+      new MsbError("INTERNAL", "msb hit an internal fault in the vmm agent."),
+    ]) {
+      h.vmm.failRunWith = fault;
+      const res = await h.rpc("sandbox.repl.run", { sandbox: "sb", language: "python", code: "1" });
+      const requestId = res.headers["x-request-id"];
+      expect(typeof requestId).toBe("string");
+      expect(res.json().error.data).toMatchObject({ code: "INTERNAL", requestId });
+      expect(res.json().error.message).toContain(String(requestId));
+    }
+  });
+
   it("stops idempotently", async () => {
     await h.rpc("sandbox.start", start());
     await h.rpc("sandbox.stop", { sandbox: "sb" });

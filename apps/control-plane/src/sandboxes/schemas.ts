@@ -18,11 +18,20 @@ const name = (what: string) =>
 
 const namespace = name("namespace").default("default");
 
-/** Seconds, as the SDKs send them (`timeout=2`). */
-const timeoutSeconds = z
-  .number({ invalid_type_error: "must be a number of seconds" })
-  .positive("must be more than 0 seconds")
-  .optional();
+/**
+ * Seconds, as the SDKs send them (`timeout=2`). Bounded here so that no number reaches a
+ * uint32 millisecond field of the gRPC API (4294968 s overflowed it and answered INTERNAL);
+ * the server's own limits (MSB_RUN_TIMEOUT_MAX_MS) are checked by the service.
+ */
+const timeoutSeconds = (maxSeconds: number) =>
+  z
+    .number({ invalid_type_error: "must be a number of seconds" })
+    .positive("must be more than 0 seconds")
+    .max(maxSeconds, `must be at most ${maxSeconds} seconds`)
+    .optional();
+
+/** A run's timeout: at most a day (MSB_RUN_TIMEOUT_MAX_MS may allow less). */
+const runTimeoutSeconds = timeoutSeconds(86_400);
 
 export const sandboxConfigSchema = z.object({
   image: z
@@ -33,11 +42,13 @@ export const sandboxConfigSchema = z.object({
     .number({ invalid_type_error: "must be a number of MiB" })
     .int("must be a whole number of MiB")
     .min(64, "must be at least 64 MiB")
+    .max(1024 * 1024, "must be at most 1048576 MiB")
     .default(512),
   cpus: z
     .number({ invalid_type_error: "must be a number" })
     .int("must be a whole number")
     .min(1, "must be at least 1")
+    .max(1024, "must be at most 1024")
     .default(1),
   envs: z
     .array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*=/, "must look like KEY=VALUE"))
@@ -51,8 +62,8 @@ export const sandboxConfigSchema = z.object({
   network: z.enum(["none", "public", "any"]).default("public"),
   scripts: z.record(z.string()).optional(),
   exec: z.string().optional(),
-  /** Boot deadline in seconds; not part of the sandbox's identity. */
-  timeout: timeoutSeconds,
+  /** Boot deadline in seconds (at most an hour); not part of the sandbox's identity. */
+  timeout: timeoutSeconds(3_600),
 });
 
 export type SandboxConfigInput = z.infer<typeof sandboxConfigSchema>;
@@ -93,7 +104,7 @@ export const runCodeParamsSchema = z.object({
     errorMap: () => ({ message: "must be one of python, node, nodejs, javascript" }),
   }),
   code: z.string({ required_error: "is required", invalid_type_error: "must be a string" }),
-  timeout: timeoutSeconds,
+  timeout: runTimeoutSeconds,
 });
 export type RunCodeParams = z.infer<typeof runCodeParamsSchema>;
 
@@ -104,7 +115,7 @@ export const runCommandParamsSchema = z.object({
     .string({ required_error: "is required", invalid_type_error: "must be a string" })
     .min(1, "must not be empty"),
   args: z.array(z.string({ invalid_type_error: "must be a string" })).default([]),
-  timeout: timeoutSeconds,
+  timeout: runTimeoutSeconds,
 });
 export type RunCommandParams = z.infer<typeof runCommandParamsSchema>;
 
