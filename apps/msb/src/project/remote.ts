@@ -9,6 +9,7 @@ import {
   sandboxMetricsSchema,
   type CommandResult,
   type ControlPlaneClient,
+  type ServerTarget,
 } from "@msb/wire";
 import { msbPaths, readLockState, resolveSigningSecret, secretFromEnv } from "@msb/supervisor";
 import type { StartConfig } from "./sandboxfile.js";
@@ -18,11 +19,8 @@ export const START_TIMEOUT_MS = 15 * 60_000;
 /** Longest a foreground script may run (the API's own maximum, seconds). */
 export const SCRIPT_TIMEOUT_S = 3600;
 
-/** Where the CLI's calls go and with which key. */
-export interface ServerTarget {
-  readonly url: string;
-  readonly apiKey?: string;
-}
+/** Where the CLI's calls go and with which key (the wire's shape). */
+export type { ServerTarget };
 
 /**
  * The server this CLI should talk to: `MSB_SERVER_URL`, else the one this MSB_HOME's lock

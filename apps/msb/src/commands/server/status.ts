@@ -1,6 +1,5 @@
 import { Command } from "commander";
 import { MsbError } from "@msb/errors";
-import { createApiKey } from "@msb/keys";
 import { z } from "zod";
 import {
   createControlPlaneClient,
@@ -12,15 +11,13 @@ import {
 import { printJson, type CliDeps, type GlobalOptions } from "../../cli/context.js";
 import { globalOptions } from "../../cli/globals.js";
 import { formatBytes, formatTable } from "../../cli/table.js";
+import { resolveServerTarget } from "../../project/remote.js";
 import {
   acceleratorOf,
   isSameLiveProcess,
-  type LockRecord,
   msbPaths,
   readLockState,
   startCommandOf,
-  resolveSigningSecret,
-  secretFromEnv,
   SERVICE_NAMES,
 } from "@msb/supervisor";
 
@@ -157,20 +154,6 @@ function renderVmm(vmm: VmmStatus): string[] {
   return lines;
 }
 
-async function apiKeyFor(
-  lock: LockRecord | undefined,
-  global: GlobalOptions,
-  deps: CliDeps,
-): Promise<string | undefined> {
-  const given = deps.env["MSB_API_KEY"];
-  if (given !== undefined && given !== "") return given;
-  if (lock === undefined || lock.dev) return undefined;
-  // Same host, same MSB_HOME: sign a short-lived key with the server's own secret.
-  if (lock.customSecret === true && secretFromEnv(deps.env) === undefined) return undefined;
-  const secret = await resolveSigningSecret(undefined, deps.env, global.home);
-  return createApiKey(secret, { namespace: "*", expiresInMs: 5 * 60_000 });
-}
-
 /**
  * Server, services, accelerator and sandboxes of this MSB_HOME (or of `MSB_SERVER_URL`).
  * A server that is not running is SERVER_NOT_RUNNING (exit 10), so scripts can test for it.
@@ -198,7 +181,8 @@ export async function runServerStatus(
       { details: { home: paths.home, url } },
     );
   }
-  const apiKey = await apiKeyFor(lock, global, deps);
+  // Same key rules as every other command (MSB_API_KEY, else one signed with this home's secret).
+  const { apiKey } = await resolveServerTarget(global, deps);
   const client = createControlPlaneClient({ url, ...(apiKey === undefined ? {} : { apiKey }) });
   const health = await client.health();
   const accelerator = acceleratorOf(health);
