@@ -89,16 +89,4 @@ export default tseslint.config(
       "@typescript-eslint/unbound-method": "off",
     },
   },
-  {
-    // TEMPORARY (issue 19): the two known type-level cycles (attach.ts ↔ vm-service.ts,
-    // hypervisor.ts ↔ qemu/command-line.ts) are being broken in apps/vmm-agent; delete this
-    // block once they are gone. Nothing else may be added here.
-    files: [
-      "apps/vmm-agent/src/attach.ts",
-      "apps/vmm-agent/src/vm-service.ts",
-      "apps/vmm-agent/src/hypervisor/hypervisor.ts",
-      "apps/vmm-agent/src/hypervisor/qemu/command-line.ts",
-    ],
-    rules: { "msb/no-import-cycle": "off" },
-  },
 );

@@ -1,7 +1,9 @@
-import type { AgentClient, OutputChunk, ProcessHandle } from "@msb/agent-protocol";
+import type { OutputChunk, ProcessHandle } from "@msb/agent-protocol";
 import { MsbError } from "@msb/errors";
 import { parseEnv } from "./guest/env.js";
-import type { OutputStreamName } from "./vm-service.js";
+import type { GuestAccess, OutputStreamName } from "./vms/types.js";
+
+export type { GuestAccess };
 
 /** What an attached session runs. */
 export interface AttachStartParams {
@@ -31,13 +33,6 @@ export type AttachEvent =
       readonly signal: number;
       readonly durationMs: number;
     };
-
-/** The guest agent of a running VM, as VmService.guest hands it out. */
-export interface GuestAccess {
-  readonly client: AgentClient;
-  /** Turns an agent failure into the error that explains it (e.g. the VM died). */
-  translate(err: unknown): Promise<unknown>;
-}
 
 /** Terminal sizes outside 1..1000 cells are refused (a typo, not a terminal). */
 const MAX_CELLS = 1000;

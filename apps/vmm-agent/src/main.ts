@@ -13,7 +13,7 @@ import { bindGrpcServer } from "./grpc/listen.js";
 import { createVmmServiceServer } from "./grpc/vmm-service-server.js";
 import { chooseAccelerator } from "./hypervisor/accelerator.js";
 import type { AcceleratorChoice } from "./hypervisor/hypervisor.js";
-import { createVmIdentities } from "./hypervisor/qemu/identity.js";
+import { createVmIdentities } from "./identity/identity.js";
 import { createQemuHypervisor } from "./hypervisor/qemu/qemu-hypervisor.js";
 import { installNetworkPolicy } from "./network/policy.js";
 import { claimIdRange } from "./supervision/id-range-lock.js";
@@ -21,7 +21,7 @@ import { reapLeftovers } from "./supervision/leftovers.js";
 import { createProcProcessTable } from "./supervision/process-table.js";
 import { createTemplateBuilder } from "./templates/template-builder.js";
 import { createTemplateManager, type TemplateManager } from "./templates/templates.js";
-import { createVmService } from "./vm-service.js";
+import { createVmService } from "./vms/vm-service.js";
 
 const VERSION = "0.1.0";
 const logger = createLogger({ name: "vmm-agent" });

@@ -8,7 +8,7 @@ import {
 } from "@msb/proto";
 import type { Logger } from "@msb/runtime";
 import { attachProcess, type AttachInput } from "../attach.js";
-import type { VmService } from "../vm-service.js";
+import type { VmService } from "../vms/types.js";
 
 /** Maps the requests after `start` to session inputs; a second `start` is refused. */
 async function* inputsOf(rest: AsyncIterator<AttachRequest>): AsyncGenerator<AttachInput> {

@@ -18,7 +18,7 @@ import type {
   VmInfo,
   VmService,
   VmStateName,
-} from "../vm-service.js";
+} from "../vms/types.js";
 import { createAttachHandler } from "./attach-handler.js";
 
 const STATE: Readonly<Record<VmStateName, VmState>> = {

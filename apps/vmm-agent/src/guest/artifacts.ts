@@ -3,7 +3,7 @@ import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { MsbError } from "@msb/errors";
-import type { GuestArtifactsResolver } from "../vm-service.js";
+import type { GuestArtifactsResolver } from "../vms/types.js";
 
 const run = promisify(execFile);
 

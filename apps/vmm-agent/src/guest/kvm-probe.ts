@@ -2,9 +2,9 @@ import { mkdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { createAgentClient } from "@msb/agent-protocol";
 import type { Hypervisor } from "../hypervisor/hypervisor.js";
-import type { ProcessCredentials } from "../hypervisor/qemu/sandboxing.js";
-import type { VmIdentities } from "../hypervisor/qemu/identity.js";
-import { describeExit } from "../hypervisor/qemu/qemu-hypervisor.js";
+import type { ProcessCredentials } from "../hypervisor/hypervisor.js";
+import type { VmIdentities } from "../identity/identity.js";
+import { describeExit } from "../hypervisor/exit.js";
 
 export interface KvmProbeDeps {
   readonly hypervisor: Hypervisor;

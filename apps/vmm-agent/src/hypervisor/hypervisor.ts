@@ -1,6 +1,4 @@
 import type { Duplex } from "node:stream";
-import type { PortForwardSpec } from "./qemu/command-line.js";
-import type { ProcessCredentials } from "./qemu/sandboxing.js";
 
 /** The CPU virtualisation a VM runs on. */
 export type Accelerator = "kvm" | "tcg";
@@ -10,6 +8,24 @@ export interface AcceleratorChoice {
   readonly accelerator: Accelerator;
   /** Empty when KVM is used; otherwise the reason (probe failure, no /dev/kvm, forced). */
   readonly note: string;
+}
+
+/** A TCP or UDP port forward from the host into the guest (QEMU `hostfwd`). */
+export interface PortForwardSpec {
+  readonly protocol: "tcp" | "udp";
+  /** IPv4 literal the host side binds; 127.0.0.1 unless the caller chose otherwise. */
+  readonly hostAddress: string;
+  readonly hostPort: number;
+  readonly guestPort: number;
+}
+
+/** The credentials a QEMU process runs with (set by setpriv before exec). */
+export interface ProcessCredentials {
+  readonly uid: number;
+  /** Primary gid; the host firewall matches VMs' sockets by it. */
+  readonly gid: number;
+  /** Supplementary groups; exactly these, the server's own are dropped. */
+  readonly groups: readonly number[];
 }
 
 /** A host directory shared with the guest, as a descriptor the caller validated and holds. */
@@ -40,7 +56,7 @@ export interface LaunchSpec {
   readonly network?: { readonly portForwards: readonly PortForwardSpec[] };
   readonly volumes: readonly LaunchVolume[];
   /**
-   * Who the VMM process runs as (see hypervisor/qemu/identity.ts); undefined keeps the
+   * Who the VMM process runs as (see identity/identity.ts); undefined keeps the
    * vmm-agent's own user (not root, or the accelerator probe).
    */
   readonly credentials?: ProcessCredentials;

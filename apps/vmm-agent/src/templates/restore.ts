@@ -12,8 +12,8 @@ import {
 import { MsbError } from "@msb/errors";
 import type { Logger } from "@msb/runtime";
 import type { Accelerator, Hypervisor, VmProcess } from "../hypervisor/hypervisor.js";
-import type { PortForwardSpec } from "../hypervisor/qemu/command-line.js";
-import type { VmIdentities } from "../hypervisor/qemu/identity.js";
+import type { PortForwardSpec } from "../hypervisor/hypervisor.js";
+import type { VmIdentities } from "../identity/identity.js";
 import { TEMP_FILE_MARKER } from "../supervision/vm-files.js";
 import type { Template } from "./templates.js";
 

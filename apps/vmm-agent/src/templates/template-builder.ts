@@ -7,7 +7,7 @@ import { MsbError } from "@msb/errors";
 import type { Logger } from "@msb/runtime";
 import type { Admission } from "../admission.js";
 import type { Hypervisor, VmProcess } from "../hypervisor/hypervisor.js";
-import type { VmIdentities, VmIdentity } from "../hypervisor/qemu/identity.js";
+import type { VmIdentities, VmIdentity } from "../identity/identity.js";
 import { ensureScratchDisk } from "../scratch-disk.js";
 import type { TemplateBuilder } from "./templates.js";
 

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { stat } from "node:fs/promises";
-import type { VmNetworkPolicy } from "../hypervisor/qemu/identity.js";
+import type { VmNetworkPolicy } from "../identity/identity.js";
 
 /**
  * Bumped when what a template holds changes (warm-up cell, agent handshake): templates of

@@ -1,15 +1,6 @@
 import { MsbError } from "@msb/errors";
-import type { Accelerator } from "../hypervisor.js";
+import type { Accelerator, PortForwardSpec } from "../hypervisor.js";
 import { QEMU_SECCOMP_ARGS } from "./sandboxing.js";
-
-/** A TCP or UDP port forward from the host into the guest (QEMU `hostfwd`). */
-export interface PortForwardSpec {
-  readonly protocol: "tcp" | "udp";
-  /** IPv4 literal the host side binds; 127.0.0.1 unless the caller chose otherwise. */
-  readonly hostAddress: string;
-  readonly hostPort: number;
-  readonly guestPort: number;
-}
 
 /** A host directory shared with the guest over 9p; the guest mounts it by `tag`. */
 export interface VolumeSpec {

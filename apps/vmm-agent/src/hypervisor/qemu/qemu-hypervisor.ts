@@ -10,6 +10,7 @@ import type { Logger } from "@msb/runtime";
 import { createConsoleRecorder } from "../../supervision/console-log.js";
 import { readHostRssBytes } from "../../supervision/process-table.js";
 import { TEMP_FILE_MARKER, VM_FILES } from "../../supervision/vm-files.js";
+import { describeExit } from "../exit.js";
 import type { ExitInfo, Hypervisor, LaunchSpec, VmProcess } from "../hypervisor.js";
 import { buildQemuArgs } from "./command-line.js";
 import { openInheritedFiles } from "./inherited-files.js";
@@ -361,10 +362,4 @@ export function createQemuHypervisor(options: QemuHypervisorOptions): Hypervisor
     },
     launch,
   };
-}
-
-/** "exit code 1" or "killed by SIGKILL". */
-export function describeExit(info: ExitInfo): string {
-  if (info.signal !== null) return `killed by ${info.signal}`;
-  return `exit code ${info.code ?? "unknown"}`;
 }

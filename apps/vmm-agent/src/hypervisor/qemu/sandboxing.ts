@@ -1,4 +1,5 @@
 import { MsbError } from "@msb/errors";
+import type { ProcessCredentials } from "../hypervisor.js";
 
 /**
  * QEMU's seccomp filter, installed before the guest runs its first instruction: besides the
@@ -11,15 +12,6 @@ export const QEMU_SECCOMP_ARGS: readonly string[] = [
   "-sandbox",
   "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 ];
-
-/** The credentials a QEMU process runs with (set by setpriv before exec). */
-export interface ProcessCredentials {
-  readonly uid: number;
-  /** Primary gid; the host firewall matches VMs' sockets by it. */
-  readonly gid: number;
-  /** Supplementary groups; exactly these, the server's own are dropped. */
-  readonly groups: readonly number[];
-}
 
 function checkId(name: string, id: number): void {
   if (!Number.isInteger(id) || id < 0 || id >= 0xffff_ffff) {

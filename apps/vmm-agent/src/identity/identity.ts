@@ -17,8 +17,8 @@ import {
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { MsbError } from "@msb/errors";
-import type { HeldVolume } from "../../volumes/held-volume.js";
-import type { ProcessCredentials } from "./sandboxing.js";
+import type { HeldVolume } from "../volumes/held-volume.js";
+import type { ProcessCredentials } from "../hypervisor/hypervisor.js";
 
 const run = promisify(execFile);
 

@@ -14,8 +14,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { openVolume } from "../../volumes/held-volume.js";
-import type { VolumePolicy } from "../../volumes/volume-policy.js";
+import { openVolume } from "../volumes/held-volume.js";
+import type { VolumePolicy } from "../volumes/volume-policy.js";
 import { createVmIdentities } from "./identity.js";
 
 const run = promisify(execFile);
