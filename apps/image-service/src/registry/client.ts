@@ -292,6 +292,26 @@ export function createRegistryClientFactory(options: RegistryClientOptions): Reg
 
       const path = (suffix: string) => new URL(`/v2/${repository}/${suffix}`, base);
 
+      /** A blob's bytes; a transfer that breaks off ends in a typed, resumable error. */
+      async function* body(
+        answer: HttpAnswer,
+        digest: string,
+        signal: AbortSignal | undefined,
+      ): AsyncGenerator<Buffer> {
+        try {
+          for await (const chunk of answer.body as AsyncIterable<Buffer>) yield chunk;
+        } catch (err) {
+          if (signal?.aborted === true) throw signal.reason;
+          throw new MsbError(
+            push ? "IMAGE_PUSH_FAILED" : "IMAGE_PULL_FAILED",
+            `Registry ${registry} stopped sending blob ${digest} part-way. Retry; the download resumes where it stopped.`,
+            { details: { registry, repository, digest }, cause: err },
+          );
+        } finally {
+          answer.body.destroy();
+        }
+      }
+
       async function getBlob(
         digest: string,
         offset: number,
@@ -304,10 +324,10 @@ export function createRegistryClientFactory(options: RegistryClientOptions): Reg
           follow: true,
           signal,
         });
-        if (answer.status === 200) return { resumed: false, stream: answer.body };
+        if (answer.status === 200) return { resumed: false, stream: body(answer, digest, signal) };
         const range = header(answer, "content-range");
         if (answer.status === 206 && range?.startsWith(`bytes ${offset}-`) === true) {
-          return { resumed: true, stream: answer.body };
+          return { resumed: true, stream: body(answer, digest, signal) };
         }
         discard(answer);
         if (answer.status === 206) return getBlob(digest, 0, signal);

@@ -75,6 +75,8 @@ function bannerListener(): Promise<Listener> {
 async function hostileRegistry(options: {
   redirectTo?: () => string;
   realm?: () => string;
+  /** Send half the layer, then drop the connection. */
+  cutLayer?: boolean;
 }): Promise<Listener> {
   const hits: string[] = [];
   const layer = gzipSync(tarArchive([{ path: "hello", content: "hello" }]));
@@ -131,6 +133,9 @@ async function hostileRegistry(options: {
       res.end(req.method === "HEAD" ? undefined : manifest);
     } else if (url === `/v2/evil/app/blobs/${configDigest}`) {
       res.writeHead(200, api).end(config);
+    } else if (url === `/v2/evil/app/blobs/${layerDigest}` && options.cutLayer === true) {
+      res.writeHead(200, { ...api, "content-length": String(layer.length) });
+      res.write(layer.subarray(0, layer.length >> 1), () => res.destroy());
     } else if (url === `/v2/evil/app/blobs/${layerDigest}` && options.redirectTo !== undefined) {
       res.writeHead(307, { ...api, location: options.redirectTo() }).end();
     } else if (url === `/v2/evil/app/blobs/${layerDigest}` || url === "/storage/layer") {
@@ -264,5 +269,12 @@ describe("image pulls cannot be used to reach the host's network (issue 12, item
     const err = await pullError(await service([registry.host]), `${registry.host}/evil/app:v1`);
     expect(visible(err)).not.toContain(SECRET);
     expect(internal.hits).toEqual([]);
+  });
+
+  it("reports a download cut off mid-blob as IMAGE_PULL_FAILED (resumable), not an internal error", async () => {
+    const registry = await track(hostileRegistry({ cutLayer: true }));
+    const err = await pullError(await service([registry.host]), `${registry.host}/evil/app:v1`);
+    expect(err.code, err.message).toBe("IMAGE_PULL_FAILED");
+    expect(err.message).toContain("resume");
   });
 });
