@@ -1,4 +1,4 @@
-import { homedir } from "node:os";
+import { homedir, totalmem } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import { MsbError } from "@msb/errors";
 import { deriveServerSecret } from "@msb/keys";
@@ -50,6 +50,12 @@ export interface PolicyConfig {
    * `image.pull` does; the image service's own registry list applies to everyone.
    */
   readonly namespacePullRegistries: readonly string[];
+  /** Running (or starting) VMs per namespace (`MSB_NAMESPACE_MAX_VMS`, default 16). */
+  readonly namespaceMaxVms: number;
+  /** Memory of those VMs per namespace (`MSB_NAMESPACE_MAX_MEMORY_MIB`, default half the host's). */
+  readonly namespaceMaxMemoryMib: number;
+  /** Sandboxes kept per namespace, stopped ones (with their disks) included (`MSB_NAMESPACE_MAX_SANDBOXES`, default 100). */
+  readonly namespaceMaxSandboxes: number;
   /** Inclusive range of host ports a port forward may bind. */
   readonly portRange: { readonly min: number; readonly max: number };
   /** Host ports never forwarded (the server's own port). */
@@ -129,6 +135,9 @@ const envSchema = z.object({
   MSB_NAMESPACE_PULL_REGISTRIES: z.string().default("docker.io"),
   MSB_MAX_MEMORY_MIB: int(64, 1024 * 1024).default(16384),
   MSB_MAX_CPUS: int(1, 256).default(16),
+  MSB_NAMESPACE_MAX_VMS: int(1, 100_000).default(16),
+  MSB_NAMESPACE_MAX_MEMORY_MIB: int(64, 1024 * 1024 * 1024).optional(),
+  MSB_NAMESPACE_MAX_SANDBOXES: int(1, 1_000_000).default(100),
   MSB_BODY_LIMIT_BYTES: int(1024, 1024 * MIB).default(10 * MIB),
   MSB_MAX_BATCH_SIZE: int(1, 10_000).default(100),
   MSB_OUTPUT_LIMIT_BYTES: int(1024, 256 * MIB).default(MIB),
@@ -156,6 +165,8 @@ const envSchema = z.object({
 export interface LoadConfigDefaults {
   /** The user's home directory; defaults to `os.homedir()`. */
   readonly homeDir?: string;
+  /** The host's memory in MiB; defaults to `os.totalmem()`. */
+  readonly hostMemoryMib?: number;
 }
 
 /**
@@ -231,6 +242,12 @@ export function loadConfig(
         .filter((r) => r !== ""),
       maxMemoryMib: e.MSB_MAX_MEMORY_MIB,
       maxCpus: e.MSB_MAX_CPUS,
+      namespaceMaxVms: e.MSB_NAMESPACE_MAX_VMS,
+      // One namespace may not take the whole host: half its memory unless the operator says.
+      namespaceMaxMemoryMib:
+        e.MSB_NAMESPACE_MAX_MEMORY_MIB ??
+        Math.max(64, Math.floor((defaults.hostMemoryMib ?? totalmem() / MIB) / 2)),
+      namespaceMaxSandboxes: e.MSB_NAMESPACE_MAX_SANDBOXES,
     },
     limits: {
       bodyLimitBytes: e.MSB_BODY_LIMIT_BYTES,

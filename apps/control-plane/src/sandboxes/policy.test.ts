@@ -12,6 +12,9 @@ const base: PolicyConfig = {
   maxMemoryMib: 4096,
   maxCpus: 4,
   namespacePullRegistries: ["docker.io", "localhost:5000"],
+  namespaceMaxVms: 16,
+  namespaceMaxMemoryMib: 8192,
+  namespaceMaxSandboxes: 100,
 };
 // Paths "exist" and resolve to themselves, except a symlink that points outside.
 const realpath = (p: string) => (p === "/srv/data/link" ? "/etc" : p);

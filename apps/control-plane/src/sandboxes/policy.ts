@@ -4,6 +4,7 @@ import { MsbError } from "@msb/errors";
 import type { PolicyConfig } from "../config.js";
 import type { VmPort, VmVolume } from "./backends.js";
 import type { SandboxConfig } from "./sandbox-config.js";
+import type { SandboxRecord } from "./store.js";
 import { invalidParams } from "./schemas.js";
 import type { SandboxConfigInput } from "./schemas.js";
 
@@ -22,6 +23,12 @@ export interface SandboxPolicy {
    * symlink and the operator may have tightened the policy. Same errors as `check`.
    */
   recheck(config: SandboxConfig): SandboxConfig;
+  /**
+   * Throws QUOTA_EXCEEDED when starting `name` with `config` would take the namespace beyond
+   * its share of the host. `records` are the namespace's sandboxes as stored now; call it and
+   * record the start without an await in between, so two starts cannot both pass.
+   */
+  checkQuota(name: string, config: SandboxConfig, records: readonly SandboxRecord[]): void;
   /** May a namespace-bound key make the server pull this (missing) image? */
   namespaceMayPull(reference: string): boolean;
   /** POLICY_DENIED for a missing image a namespace-bound key may not pull. */
@@ -186,8 +193,64 @@ export function createSandboxPolicy(
     };
   };
 
+  const quotaExceeded = (
+    namespace: string,
+    quota: "vms" | "memory" | "sandboxes",
+    limit: number,
+    used: number,
+    what: string,
+    variable: string,
+  ): MsbError =>
+    new MsbError(
+      "QUOTA_EXCEEDED",
+      `Namespace '${namespace}' has reached its quota of ${what} (${used} of ${limit}, ${variable}). Stop sandboxes it does not need (sandbox.stop; remove: true also frees a kept sandbox), or ask the operator to raise ${variable}.`,
+      { details: { namespace, quota, limit, used } },
+    );
+
+  const checkQuota = (
+    name: string,
+    config: SandboxConfig,
+    records: readonly SandboxRecord[],
+  ): void => {
+    const others = records.filter((r) => r.name !== name);
+    const namespace = records[0]?.namespace ?? "";
+    const live = others.filter((r) => r.state !== "stopped" && r.state !== "failed");
+    if (live.length + 1 > policy.namespaceMaxVms) {
+      throw quotaExceeded(
+        namespace,
+        "vms",
+        policy.namespaceMaxVms,
+        live.length,
+        "running sandboxes",
+        "MSB_NAMESPACE_MAX_VMS",
+      );
+    }
+    const memory = live.reduce((sum, r) => sum + r.config.memoryMib, 0);
+    if (memory + config.memoryMib > policy.namespaceMaxMemoryMib) {
+      throw quotaExceeded(
+        namespace,
+        "memory",
+        policy.namespaceMaxMemoryMib,
+        memory,
+        `memory in MiB (this start asks for ${config.memoryMib})`,
+        "MSB_NAMESPACE_MAX_MEMORY_MIB",
+      );
+    }
+    if (others.length === records.length && others.length + 1 > policy.namespaceMaxSandboxes) {
+      throw quotaExceeded(
+        namespace,
+        "sandboxes",
+        policy.namespaceMaxSandboxes,
+        others.length,
+        "sandboxes kept (stopped ones keep their disks)",
+        "MSB_NAMESPACE_MAX_SANDBOXES",
+      );
+    }
+  };
+
   return {
     check,
+    checkQuota,
     namespaceMayPull: (reference) =>
       policy.namespacePullRegistries.includes(registryOf(reference.trim())),
     pullDenied: (reference, cause) => {

@@ -644,6 +644,55 @@ describe("host resource policy", () => {
     }
   });
 
+  it("holds each namespace to its quotas (VMs, memory, sandboxes kept): one namespace cannot take the host", async () => {
+    const h = await createHarness({
+      dev: true,
+      env: {
+        MSB_NAMESPACE_MAX_VMS: "2",
+        MSB_NAMESPACE_MAX_MEMORY_MIB: "1024",
+        MSB_NAMESPACE_MAX_SANDBOXES: "3",
+      },
+    });
+    try {
+      const quota = (res: { json(): unknown }) =>
+        (res.json() as { error?: { data?: Record<string, unknown> } }).error?.data;
+      const ok = async (name: string, memory: number, namespace = "greedy") => {
+        const res = await h.rpc("sandbox.start", start(name, { ...PY, memory }, namespace));
+        expect(res.statusCode, name).toBe(200);
+      };
+      await ok("a", 512);
+      // Memory: 512 + 768 > 1024.
+      const memory = await h.rpc("sandbox.start", start("b", { ...PY, memory: 768 }, "greedy"));
+      expect(quota(memory)).toMatchObject({ code: "QUOTA_EXCEEDED", quota: "memory" });
+      await ok("b", 512);
+      // VMs: a third running one.
+      const vms = await h.rpc("sandbox.start", start("c", { ...PY, memory: 64 }, "greedy"));
+      expect(quota(vms)).toMatchObject({ code: "QUOTA_EXCEEDED", quota: "vms" });
+      expect(vms.json()).toMatchObject({
+        error: { message: expect.stringMatching(/MSB_NAMESPACE_MAX_VMS/) },
+      });
+      // Sandboxes kept (stopped ones keep their disks): 3 at most.
+      await h.rpc("sandbox.stop", { sandbox: "a", namespace: "greedy" });
+      await h.rpc("sandbox.stop", { sandbox: "b", namespace: "greedy" });
+      await ok("c", 64);
+      await h.rpc("sandbox.stop", { sandbox: "c", namespace: "greedy" });
+      const kept = await h.rpc("sandbox.start", start("d", { ...PY, memory: 64 }, "greedy"));
+      expect(quota(kept)).toMatchObject({ code: "QUOTA_EXCEEDED", quota: "sandboxes" });
+      // An existing one starts again, and other namespaces are not affected.
+      await ok("a", 512);
+      await ok("x", 1024, "other");
+      const removed = await h.rpc("sandbox.stop", {
+        sandbox: "c",
+        namespace: "greedy",
+        remove: true,
+      });
+      expect(removed.statusCode).toBe(200);
+      await ok("d", 64);
+    } finally {
+      await h.close();
+    }
+  });
+
   it("allows port forwards only in the range and never the server's port", async () => {
     const h = await createHarness({
       dev: true,

@@ -383,6 +383,9 @@ export function createSandboxService(
         // The scratch disk (the sandbox's files) survives stop/start, unless the image changed
         // underneath it.
         const keepDisk = existing !== undefined && existing.config.image === config.image;
+        // No await between the quota check and the record of the start: two starts in one
+        // namespace cannot both pass.
+        policy.checkQuota(name, config, store.list(namespace));
         store.apply(namespace, name, { type: "start" }, { config, configHash: hash, vmId });
         let vmRequested = false;
         try {
