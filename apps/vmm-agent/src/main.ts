@@ -3,13 +3,12 @@ import { chmod, mkdir, rm } from "node:fs/promises";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { VmmServiceService } from "@msb/proto";
+import { VmmServiceService, bindGrpcServer } from "@msb/proto";
 import { createLogger, runMain } from "@msb/runtime";
 import { createAdmission } from "./admission.js";
 import { loadConfig } from "./config.js";
 import { createGuestArtifactsResolver } from "./guest/artifacts.js";
 import { kvmGroup, probeDir, probeKvm } from "./guest/kvm-probe.js";
-import { bindGrpcServer } from "./grpc/listen.js";
 import { createVmmServiceServer } from "./grpc/vmm-service-server.js";
 import { chooseAccelerator } from "./hypervisor/accelerator.js";
 import type { AcceleratorChoice } from "./hypervisor/hypervisor.js";
@@ -178,7 +177,11 @@ runMain(
 
     const server = new Server({ "grpc.max_receive_message_length": 64 * 1024 * 1024 });
     server.addService(VmmServiceService, createVmmServiceServer(service, logger));
-    const address = await bindGrpcServer(server, config.listenAddress);
+    // The one binding helper of every msb gRPC server (libs/proto): same codes everywhere.
+    const address = await bindGrpcServer(server, config.listenAddress, {
+      addressSetting: "MSB_VMM_AGENT_ADDR",
+      onStaleSocket: (path) => logger.info({ path }, "removed stale socket"),
+    });
     lifecycle.onShutdown("grpc", () => {
       // Streams in flight (REPL cells, commands) end when their VM stops; don't wait for them.
       server.forceShutdown();
