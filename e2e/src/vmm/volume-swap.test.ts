@@ -3,7 +3,7 @@ import { mkdir, readdir, rename, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { NetworkMode } from "@msb/proto";
+import { CreateVmRequest, NetworkMode } from "@msb/proto";
 import {
   createVm as createTestVm,
   exec,
@@ -74,18 +74,23 @@ it("grants nothing on a directory outside the roots that a volume's path was swa
 
 it("refuses a volume inside MSB_HOME even when the roots contain it", async () => {
   const err = await rejection(
-    unary(agent.client, "createVm", {
-      vmId: "swap/home",
-      rootfsPath: artifacts.rootfsPath,
-      volumes: [
-        {
-          hostPath: join(root, "allowed", "home", "sandboxes"),
-          guestPath: "/mnt/h",
-          readOnly: true,
-        },
-      ],
-      network: NetworkMode.NETWORK_MODE_NONE,
-    }),
+    unary(
+      agent.client,
+      "createVm",
+      // A full message: a partial object fails to encode (INTERNAL) before it is sent.
+      CreateVmRequest.fromPartial({
+        vmId: "swap/home",
+        rootfsPath: artifacts.rootfsPath,
+        volumes: [
+          {
+            hostPath: join(root, "allowed", "home", "sandboxes"),
+            guestPath: "/mnt/h",
+            readOnly: true,
+          },
+        ],
+        network: NetworkMode.NETWORK_MODE_NONE,
+      }),
+    ),
   );
   expect(err.code).toBe("POLICY_DENIED");
 });
