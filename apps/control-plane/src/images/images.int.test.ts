@@ -17,7 +17,7 @@ import { createSandboxPolicy } from "../sandboxes/policy.js";
 import { createSandboxService } from "../sandboxes/service.js";
 import { openSandboxStore, type SandboxStore } from "../sandboxes/store.js";
 import { FakeImageBackend, FakeVmmBackend } from "../test-support/fakes.js";
-import { FakeImageStore, progress, storedImage } from "./fake-image-store.js";
+import { FakeImageStore, progress, storedImage } from "../test-support/fake-image-store.js";
 import { createImageService } from "./service.js";
 
 const SSE = { accept: "text/event-stream" };

@@ -10,7 +10,7 @@ import { createApp } from "../app.js";
 import { createAuthenticator } from "../auth/authenticate.js";
 import { loadConfig, type ControlPlaneConfig } from "../config.js";
 import { createHealthProbe } from "../health.js";
-import { FakeImageStore } from "../images/fake-image-store.js";
+import { FakeImageStore } from "./fake-image-store.js";
 import { createImageService } from "../images/service.js";
 import { createSandboxPolicy } from "../sandboxes/policy.js";
 import { createSandboxService, type SandboxService } from "../sandboxes/service.js";

@@ -4,7 +4,7 @@ import type {
   ImageStoreBackend,
   ProgressListener,
   StoredImage,
-} from "./backend.js";
+} from "../images/backend.js";
 
 /** Fields of a progress event a test does not care about are zero. */
 export function progress(fields: Partial<ImageProgress>): ImageProgress {
