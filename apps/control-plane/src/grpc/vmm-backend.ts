@@ -1,18 +1,12 @@
-import type { ClientReadableStream } from "@grpc/grpc-js";
 import { MsbError } from "@msb/errors";
 import {
   NetworkMode,
   OutputStream,
   RunStatus,
   VmState,
-  VmmServiceClient,
-  callUnary,
-  createGrpcChannelCredentials,
-  openBidiCall,
-  readServerStream,
+  VmmServiceService,
+  createTypedClient,
   type AttachRequest,
-  type ExecResponse,
-  type RunCodeResponse,
   type Vm,
 } from "@msb/proto";
 import type {
@@ -58,15 +52,15 @@ const NETWORK: Readonly<Record<VmNetwork, NetworkMode>> = {
 
 /** VmmBackend over the vmm-agent's gRPC API (proto/msb/vmm/v1). Every call has a deadline. */
 export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBackend {
-  const client = new VmmServiceClient(options.address, createGrpcChannelCredentials());
+  const client = createTypedClient(VmmServiceService, options.address, {
+    service: SERVICE,
+    defaultTimeoutMs: options.probeMs,
+  });
   const grace = options.runGraceMs ?? 30_000;
-  const deadline = (ms: number) => ({ deadline: new Date(Date.now() + ms) });
 
   return {
     async hostInfo(signal) {
-      const res = await callUnary(
-        SERVICE,
-        client.getHostInfo.bind(client),
+      const res = await client.getHostInfo(
         {},
         {
           timeoutMs: options.probeMs,
@@ -100,9 +94,7 @@ export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBac
     },
 
     async createVm(spec, signal) {
-      const res = await callUnary(
-        SERVICE,
-        client.createVm.bind(client),
+      const res = await client.createVm(
         {
           vmId: spec.vmId,
           rootfsPath: spec.rootfs.path,
@@ -127,18 +119,14 @@ export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBac
     },
 
     async stopVm(vmId, signal, stopOptions) {
-      await callUnary(
-        SERVICE,
-        client.stopVm.bind(client),
+      await client.stopVm(
         { vmId, timeoutMs: 0, removeDisk: stopOptions?.removeDisk ?? false },
         { timeoutMs: options.stopVmMs, signal },
       );
     },
 
     async listVms(signal) {
-      const res = await callUnary(
-        SERVICE,
-        client.listVms.bind(client),
+      const res = await client.listVms(
         {},
         {
           timeoutMs: options.probeMs,
@@ -149,9 +137,7 @@ export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBac
     },
 
     async vmUsage(vmId, signal) {
-      const res = await callUnary(
-        SERVICE,
-        client.getVmMetrics.bind(client),
+      const res = await client.getVmMetrics(
         { vmId },
         {
           timeoutMs: options.probeMs,
@@ -168,16 +154,16 @@ export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBac
     },
 
     async *runCode(request, signal) {
-      const stream: ClientReadableStream<RunCodeResponse> = client.runCode(
+      const stream = client.runCode(
         {
           vmId: request.vmId,
           language: request.language,
           code: request.code,
           timeoutMs: request.timeoutMs,
         },
-        deadline(request.timeoutMs + grace),
+        { timeoutMs: request.timeoutMs + grace, signal },
       );
-      for await (const message of readServerStream(SERVICE, stream, signal)) {
+      for await (const message of stream) {
         const event = message.event;
         if (event?.$case === "output") yield toOutput(event.value.stream, event.value.data);
         else if (event?.$case === "result") {
@@ -203,7 +189,7 @@ export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBac
     },
 
     async *exec(request, signal) {
-      const stream: ClientReadableStream<ExecResponse> = client.exec(
+      const stream = client.exec(
         {
           vmId: request.vmId,
           execId: request.execId,
@@ -214,9 +200,9 @@ export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBac
           timeoutMs: request.timeoutMs,
           stdin: Buffer.alloc(0),
         },
-        deadline(request.timeoutMs + grace),
+        { timeoutMs: request.timeoutMs + grace, signal },
       );
-      for await (const message of readServerStream(SERVICE, stream, signal)) {
+      for await (const message of stream) {
         const event = message.event;
         if (event?.$case === "output") yield toOutput(event.value.stream, event.value.data);
         else if (event?.$case === "result") {
@@ -238,12 +224,12 @@ export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBac
       // Streamed in chunks: one unary answer cannot carry more than gRPC's 4 MiB message.
       const stream = client.readFileStream(
         { vmId, path, maxBytes },
-        deadline(options.fileMs ?? 60_000),
+        { timeoutMs: options.fileMs ?? 60_000, signal },
       );
       const chunks: Buffer[] = [];
       let size = 0;
       let truncated = false;
-      for await (const message of readServerStream(SERVICE, stream, signal)) {
+      for await (const message of stream) {
         size += message.chunk.length;
         if (size > maxBytes) {
           throw new MsbError(
@@ -259,9 +245,7 @@ export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBac
     },
 
     async writeFile(vmId, path, data, { mode, createParents }, signal) {
-      await callUnary(
-        SERVICE,
-        client.writeFile.bind(client),
+      await client.writeFile(
         { vmId, path, data: Buffer.from(data), mode, createParents },
         { timeoutMs: options.fileMs ?? 60_000, signal },
       );
@@ -269,7 +253,7 @@ export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBac
 
     attach(spec, signal) {
       // No deadline: the session lasts as long as the caller keeps it; `signal` ends it.
-      const call = openBidiCall(SERVICE, client.attach(), signal);
+      const call = client.attach({ signal });
       void call.send({
         event: {
           $case: "start",

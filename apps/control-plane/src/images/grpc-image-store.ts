@@ -1,9 +1,7 @@
 import { MsbError } from "@msb/errors";
 import {
-  ImageServiceClient,
-  callUnary,
-  createGrpcChannelCredentials,
-  readServerStream,
+  ImageServiceService,
+  createTypedClient,
   type Image,
   type Progress,
 } from "@msb/proto";
@@ -26,8 +24,11 @@ export interface GrpcImageStore extends ImageStoreBackend {
 
 /** ImageStoreBackend over the image-service's gRPC API (proto/msb/image/v1). */
 export function createGrpcImageStore(options: GrpcImageStoreOptions): GrpcImageStore {
-  const client = new ImageServiceClient(options.address, createGrpcChannelCredentials());
-  const longDeadline = () => ({ deadline: new Date(Date.now() + options.longOperationMs) });
+  const client = createTypedClient(ImageServiceService, options.address, {
+    service: SERVICE,
+    defaultTimeoutMs: options.unaryMs,
+  });
+  const long = (signal: AbortSignal) => ({ timeoutMs: options.longOperationMs, signal });
   const missing = (what: string, reference: string) =>
     new MsbError(
       "INTERNAL",
@@ -36,9 +37,8 @@ export function createGrpcImageStore(options: GrpcImageStoreOptions): GrpcImageS
     );
   return {
     async pull(reference, platform, signal, onProgress) {
-      const stream = client.pullImage({ reference, platform }, longDeadline());
       let image: StoredImage | undefined;
-      for await (const m of readServerStream(SERVICE, stream, signal)) {
+      for await (const m of client.pullImage({ reference, platform }, long(signal))) {
         if (m.event?.$case === "progress") onProgress(toProgress(m.event.value));
         else if (m.event?.$case === "image") image = toImage(m.event.value);
       }
@@ -46,27 +46,20 @@ export function createGrpcImageStore(options: GrpcImageStoreOptions): GrpcImageS
       return image;
     },
     async list(signal) {
-      const res = await callUnary(
-        SERVICE,
-        client.listImages.bind(client),
-        {},
+      const res = await client.listImages({},
         { timeoutMs: options.unaryMs, signal },
       );
       return res.images.map(toImage);
     },
     async remove(reference, signal) {
-      const res = await callUnary(
-        SERVICE,
-        client.removeImage.bind(client),
-        { reference },
+      const res = await client.removeImage({ reference },
         { timeoutMs: options.unaryMs, signal },
       );
       return { removedDigests: res.removedDigests };
     },
     async build(request, signal, onProgress) {
-      const stream = client.buildImage(request, longDeadline());
       let image: StoredImage | undefined;
-      for await (const m of readServerStream(SERVICE, stream, signal)) {
+      for await (const m of client.buildImage(request, long(signal))) {
         if (m.event?.$case === "progress") onProgress(toProgress(m.event.value));
         else if (m.event?.$case === "image") image = toImage(m.event.value);
       }
@@ -74,9 +67,8 @@ export function createGrpcImageStore(options: GrpcImageStoreOptions): GrpcImageS
       return image;
     },
     async push(reference, target, signal, onProgress) {
-      const stream = client.pushImage({ reference, target }, longDeadline());
       let result: { target: string; manifestDigest: string } | undefined;
-      for await (const m of readServerStream(SERVICE, stream, signal)) {
+      for await (const m of client.pushImage({ reference, target }, long(signal))) {
         if (m.event?.$case === "progress") onProgress(toProgress(m.event.value));
         else if (m.event?.$case === "result") result = { ...m.event.value };
       }
