@@ -40,6 +40,19 @@ export default defineConfig({
           poolOptions: { forks: { singleFork: true } },
         },
       },
+      {
+        // Only where /dev/kvm runs our guests: e2e/kvm/run.sh runs it on such a host or
+        // inside the nested L1 of tools/kvm-runner. Never part of the default e2e run.
+        resolve,
+        test: {
+          ...shared,
+          name: "kvm",
+          include: ["e2e/kvm/**/*.test.ts"],
+          testTimeout: 900_000,
+          hookTimeout: 900_000,
+          poolOptions: { forks: { singleFork: true } },
+        },
+      },
     ],
   },
 });
