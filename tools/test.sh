@@ -2,7 +2,7 @@
 # The one test command (README, CI): installs what is missing, runs every static check, then
 # unit, integration and end-to-end tests (real registry, real QEMU VMs), and prints one
 # closing line "tests: N passed, N failed, N skipped".
-# Usage: tools/test.sh [unit|int|e2e ...]   (default: all suites)
+# Usage: tools/test.sh [unit|int|e2e|kvm ...]   (default: all suites)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -11,7 +11,7 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 die() { echo "test: $*" >&2; exit 1; }
 
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(unit int e2e)
+[ ${#suites[@]} -gt 0 ] || suites=(unit int e2e kvm)
 
 say "setup"
 bash tools/setup.sh || die "setup failed"
@@ -28,6 +28,7 @@ rm -rf "$results"
 mkdir -p "$results"
 failed=0
 for suite in "${suites[@]}"; do
+  [ "$suite" != kvm ] || continue
   say "tests: $suite"
   npx vitest run --project "$suite" --reporter=default --reporter=json \
     --outputFile.json="$results/$suite.json" --passWithNoTests || failed=1
@@ -40,6 +41,11 @@ fi
 if [ -d libs/sdk-python ] && [[ " ${suites[*]} " == *" unit "* ]]; then
   say "tests: python sdk"
   (cd libs/sdk-python && python3 -m unittest discover -s tests -v 2>&1 | tee "$results/python.txt") || failed=1
+fi
+if [[ " ${suites[*]} " == *" kvm "* ]]; then
+  # Sandboxes under KVM: on this host when its /dev/kvm runs our guests, else in a nested VM.
+  say "tests: kvm (e2e/kvm/run.sh)"
+  bash e2e/kvm/run.sh --report "$results/kvm.json" || failed=1
 fi
 node tools/test-summary.mjs "$results" || failed=1
 exit $failed
