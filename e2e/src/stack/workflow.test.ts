@@ -3,6 +3,7 @@
 // the two-call "Hello World!" REPL example in Python and Node, an MCP client that lists the
 // tools and prompts and runs code, and `msb server stop` leaving no VM behind. Real VMs.
 import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { promisify } from "node:util";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -130,6 +131,50 @@ describe("the manual's JSON-RPC workflow against a real server", () => {
     expect(hello.status).toBe("success");
     expect(stdout(hello)).toBe("Hello World!\n42");
     await ok("sandbox.stop", params);
+  });
+
+  it("reads a 6 MiB guest file whole (over gRPC's 4 MiB message limit) and writes one back", async () => {
+    const params = { sandbox: "big-files", namespace: "default" };
+    await ok("sandbox.start", { ...params, config: { image: "microsandbox/python" } });
+    const made = await ok<{ exit_code: number; output: { text: string }[] }>(
+      "sandbox.command.run",
+      {
+        ...params,
+        command: "sh",
+        args: ["-c", "head -c 6291456 /dev/urandom > /tmp/big && sha256sum /tmp/big"],
+      },
+    );
+    expect(made.exit_code).toBe(0);
+    const guestSum = made.output
+      .map((o) => o.text)
+      .join("")
+      .split(" ")[0];
+    const read = await ok<{ data: string; size: number; truncated: boolean }>(
+      "sandbox.files.read",
+      { ...params, path: "/tmp/big" },
+    );
+    expect(read).toMatchObject({ size: 6291456, truncated: false });
+    const bytes = Buffer.from(read.data, "base64");
+    expect(createHash("sha256").update(bytes).digest("hex")).toBe(guestSum);
+    // And back (the request body caps a write at 10 MiB of base64): 5 MiB arrives intact.
+    const five = bytes.subarray(0, 5 * 1024 * 1024);
+    await ok("sandbox.files.write", {
+      ...params,
+      path: "/tmp/back",
+      data: five.toString("base64"),
+    });
+    const back = await ok<{ output: { text: string }[] }>("sandbox.command.run", {
+      ...params,
+      command: "sha256sum",
+      args: ["/tmp/back"],
+    });
+    expect(
+      back.output
+        .map((o) => o.text)
+        .join("")
+        .split(" ")[0],
+    ).toBe(createHash("sha256").update(five).digest("hex"));
+    await ok("sandbox.stop", { ...params, remove: true });
   });
 
   it("runs the README's curl example as written (port aside)", async () => {
