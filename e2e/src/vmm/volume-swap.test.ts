@@ -74,23 +74,16 @@ it("grants nothing on a directory outside the roots that a volume's path was swa
 
 it("refuses a volume inside MSB_HOME even when the roots contain it", async () => {
   const err = await rejection(
-    unary(
-      agent.client,
-      "createVm",
-      // A full message: a partial object fails to encode (INTERNAL) before it is sent.
-      CreateVmRequest.fromPartial({
-        vmId: "swap/home",
-        rootfsPath: artifacts.rootfsPath,
-        volumes: [
-          {
-            hostPath: join(root, "allowed", "home", "sandboxes"),
-            guestPath: "/mnt/h",
-            readOnly: true,
-          },
-        ],
-        network: NetworkMode.NETWORK_MODE_NONE,
-      }),
-    ),
+    createTestVm(agent.client, artifacts.rootfsPath, "swap/home", {
+      volumes: [
+        {
+          hostPath: join(root, "allowed", "home", "sandboxes"),
+          guestPath: "/mnt/h",
+          readOnly: true,
+        },
+      ],
+      network: NetworkMode.NETWORK_MODE_NONE,
+    }),
   );
   expect(err.code).toBe("POLICY_DENIED");
 });
