@@ -41,6 +41,11 @@ export interface AppOptions {
    */
   readonly loopbackHostsOnly: boolean;
   /**
+   * Host names (without port) the server answers (`MSB_ALLOWED_HOSTS`); when set, it replaces
+   * the loopback rule, so a server reachable by others can refuse DNS-rebound names too.
+   */
+  readonly allowedHosts?: readonly string[];
+  /**
    * Browser origins allowed to call (`MSB_ALLOWED_ORIGINS`, exact `scheme://host[:port]`).
    * A request with any other `Origin` header is refused on every route (the MCP spec requires
    * it for streamable HTTP; a page could otherwise drive a --dev server). Requests without
@@ -96,10 +101,21 @@ export function createApp(deps: AppDeps, options: AppOptions): FastifyInstance {
 
   installJsonRpcFraming(app, options.bodyLimitBytes);
   const allowedOrigins = new Set((options.allowedOrigins ?? []).map(normaliseOrigin));
+  const allowedHosts = new Set((options.allowedHosts ?? []).map((h) => h.toLowerCase()));
 
   app.addHook("onRequest", async (request, reply) => {
     reply.header("x-request-id", request.id);
-    if (options.loopbackHostsOnly && !isLoopbackHostHeader(request.headers.host)) {
+    if (allowedHosts.size > 0) {
+      const name = hostName(request.headers.host);
+      if (name === undefined || !allowedHosts.has(name)) {
+        const err = new MsbError(
+          "INVALID_REQUEST",
+          `Host '${request.headers.host ?? ""}' is not accepted: this server answers only ${[...allowedHosts].join(", ")} (MSB_ALLOWED_HOSTS; protection against DNS rebinding).`,
+          { details: { reason: "host" } },
+        );
+        return reply.status(421).send(errorResponse(null, err));
+      }
+    } else if (options.loopbackHostsOnly && !isLoopbackHostHeader(request.headers.host)) {
       const err = new MsbError(
         "INVALID_REQUEST",
         `Host '${request.headers.host ?? ""}' is not accepted: this server listens on loopback only and answers requests addressed to localhost, 127.0.0.1 or [::1] (protection against DNS rebinding).`,
@@ -168,6 +184,13 @@ export function createApp(deps: AppDeps, options: AppOptions): FastifyInstance {
 /** Origins compare case-insensitively and without a trailing slash. */
 export function normaliseOrigin(origin: string): string {
   return origin.trim().toLowerCase().replace(/\/+$/, "");
+}
+
+/** The name of a Host header without its port, lower case (`[::1]` keeps its brackets). */
+function hostName(host: string | undefined): string | undefined {
+  if (host === undefined) return undefined;
+  const name = host.startsWith("[") ? host.slice(0, host.indexOf("]") + 1) : host.split(":")[0];
+  return name?.toLowerCase();
 }
 
 function isLoopbackHostHeader(host: string | undefined): boolean {

@@ -16,6 +16,8 @@ export interface ControlPlaneConfig {
    * (`MSB_ALLOWED_ORIGINS`, comma-separated; default none). Any other `Origin` is refused.
    */
   readonly allowedOrigins: readonly string[];
+  /** Host names the server answers (`MSB_ALLOWED_HOSTS`, comma-separated; default: loopback names on a loopback bind, any otherwise). */
+  readonly allowedHosts: readonly string[];
   readonly imageServiceAddr: string;
   readonly vmmAgentAddr: string;
   /**
@@ -151,6 +153,7 @@ const envSchema = z.object({
   MSB_HTTP_HEADERS_TIMEOUT_MS: int(100, 600_000).default(10_000),
   MSB_HTTP_REQUEST_TIMEOUT_MS: int(100, 3_600_000).default(60_000),
   MSB_HTTP_KEEP_ALIVE_TIMEOUT_MS: int(100, 600_000).default(5_000),
+  MSB_ALLOWED_HOSTS: z.string().default(""),
   MSB_MCP_MAX_SESSIONS: int(1, 100_000).default(100),
   MSB_MCP_MAX_SESSIONS_PER_KEY: int(1, 100_000).default(10),
   MSB_RUN_TIMEOUT_MS: int(1_000, 86_400_000).default(300_000),
@@ -227,6 +230,9 @@ export function loadConfig(
     allowedOrigins: e.MSB_ALLOWED_ORIGINS.split(",")
       .map((o) => o.trim().toLowerCase().replace(/\/+$/, ""))
       .filter((o) => o !== ""),
+    allowedHosts: e.MSB_ALLOWED_HOSTS.split(",")
+      .map((h) => h.trim().toLowerCase())
+      .filter((h) => h !== ""),
     imageServiceAddr:
       e.MSB_IMAGE_SERVICE_ADDR ?? `unix:${join(msbHome, "run", "image-service.sock")}`,
     vmmAgentAddr: e.MSB_VMM_AGENT_ADDR ?? `unix:${join(msbHome, "run", "vmm-agent.sock")}`,

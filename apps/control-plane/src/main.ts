@@ -87,6 +87,7 @@ runMain(
         mcpMaxSessions: config.limits.mcpMaxSessions,
         mcpMaxSessionsPerKey: config.limits.mcpMaxSessionsPerKey,
         allowedOrigins: config.allowedOrigins,
+        allowedHosts: config.allowedHosts,
         http: config.http,
         healthTimeoutMs: config.timeouts.probeMs,
         loopbackHostsOnly: loopback,

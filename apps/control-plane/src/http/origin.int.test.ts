@@ -65,4 +65,16 @@ describe("Origin checks on every route (browser pages)", () => {
       expect(res.statusCode, `${method} ${url}`).toBe(403);
     }
   });
+
+  it("answers only the Host names in MSB_ALLOWED_HOSTS when set (a server not on loopback)", async () => {
+    h = await createHarness({ dev: true, env: { MSB_ALLOWED_HOSTS: "msb.example.com,127.0.0.1" } });
+    const get = (host: string) =>
+      h!.app.inject({ method: "GET", url: HEALTH_PATH, headers: { host } });
+    expect((await get("msb.example.com")).statusCode).toBe(200);
+    expect((await get("msb.example.com:5555")).statusCode).toBe(200);
+    expect((await get("127.0.0.1:5555")).statusCode).toBe(200);
+    const rebound = await get("attacker.example");
+    expect(rebound.statusCode).toBe(421);
+    expect(rebound.json().error.message).toMatch(/MSB_ALLOWED_HOSTS/);
+  });
 });

@@ -99,7 +99,9 @@ export class FakeImageStore implements ImageStoreBackend {
   ): Promise<StoredImage> {
     this.calls.push({ method: "build", args: [request] });
     await this.stream(onProgress);
-    const image = storedImage(request.tag === "" ? "docker.io/microsandbox/built:latest" : request.tag);
+    const image = storedImage(
+      request.tag === "" ? "docker.io/microsandbox/built:latest" : request.tag,
+    );
     this.images.set(image.reference, image);
     return image;
   }

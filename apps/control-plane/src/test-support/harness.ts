@@ -110,6 +110,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       mcpMaxSessions: config.limits.mcpMaxSessions,
       mcpMaxSessionsPerKey: config.limits.mcpMaxSessionsPerKey,
       allowedOrigins: config.allowedOrigins,
+      allowedHosts: config.allowedHosts,
       http: config.http,
       healthTimeoutMs: 2_000,
       loopbackHostsOnly: true,
