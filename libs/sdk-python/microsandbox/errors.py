@@ -115,7 +115,7 @@ class SandboxStartError(MicrosandboxError):
 
 
 class CapacityError(MicrosandboxError):
-    """The host has no room for another sandbox."""
+    """The host has no room for another sandbox, or the namespace is at its quota (QUOTA_EXCEEDED)."""
 
     code = "CAPACITY_EXHAUSTED"
 
@@ -174,6 +174,7 @@ _BY_CODE: Dict[str, Type[MicrosandboxError]] = {
     "VM_BOOT_FAILED": SandboxStartError,
     "AGENT_PROTOCOL_ERROR": SandboxStartError,
     "CAPACITY_EXHAUSTED": CapacityError,
+    "QUOTA_EXCEEDED": CapacityError,
     "SERVICE_UNAVAILABLE": ServiceUnavailableError,
     "SERVER_NOT_RUNNING": ServerNotRunningError,
     "INTERNAL": InternalError,
@@ -197,6 +198,7 @@ _CODE_BY_RPC: Dict[int, str] = {
     -32024: "AGENT_TIMEOUT",
     -32030: "TIMEOUT",
     -32032: "CAPACITY_EXHAUSTED",
+    -32034: "QUOTA_EXCEEDED",
     -32033: "SERVICE_UNAVAILABLE",
 }
 

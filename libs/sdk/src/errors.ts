@@ -55,7 +55,7 @@ export class TimeoutError extends MicrosandboxError {}
 export class ImageError extends MicrosandboxError {}
 /** The VM or its guest agent failed to come up. */
 export class SandboxStartError extends MicrosandboxError {}
-/** The host has no room for another sandbox. */
+/** The host has no room for another sandbox, or the namespace is at its quota (QUOTA_EXCEEDED). */
 export class CapacityError extends MicrosandboxError {}
 /** An msb service behind the server is down or restarting. */
 export class ServiceUnavailableError extends MicrosandboxError {}
@@ -102,6 +102,7 @@ const BY_CODE: Readonly<Record<string, ErrorClass>> = {
   VM_BOOT_FAILED: SandboxStartError,
   AGENT_PROTOCOL_ERROR: SandboxStartError,
   CAPACITY_EXHAUSTED: CapacityError,
+  QUOTA_EXCEEDED: CapacityError,
   SERVICE_UNAVAILABLE: ServiceUnavailableError,
   SERVER_NOT_RUNNING: ServerNotRunningError,
   INTERNAL: InternalError,
@@ -125,6 +126,7 @@ const CODE_BY_RPC: Readonly<Record<number, string>> = {
   [-32024]: "AGENT_TIMEOUT",
   [-32030]: "TIMEOUT",
   [-32032]: "CAPACITY_EXHAUSTED",
+  [-32034]: "QUOTA_EXCEEDED",
   [-32033]: "SERVICE_UNAVAILABLE",
 };
 

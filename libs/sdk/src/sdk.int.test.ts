@@ -3,6 +3,7 @@ import { createServer } from "node:net";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import {
   AuthenticationError,
+  CapacityError,
   FilesUnsupportedError,
   InvalidParamsError,
   MicrosandboxError,
@@ -245,6 +246,7 @@ describe("errors", () => {
       ["SANDBOX_EXISTS", -32005, 409, SandboxExistsError],
       ["POLICY_DENIED", -32602, 403, InvalidParamsError],
       ["TIMEOUT", -32030, 504, TimeoutError],
+      ["QUOTA_EXCEEDED", -32034, 429, CapacityError],
     ] as const;
     for (const [code, rpcCode, status, Class] of cases) {
       const message = `${code}: what to do next`;
