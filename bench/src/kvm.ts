@@ -6,7 +6,7 @@
  * only the ratios mean something: L1's KVM is emulated SVM under TCG, so absolute figures of
  * a real KVM host remain to be measured (docs/performance.md).
  *
- *   tools/kvm-runner/run.sh -- npx tsx bench/src/kvm.ts [--runs 3] [--out FILE]
+ *   tools/kvm-runner/run.sh -- npx tsx bench/src/kvm.ts [--runs 3] [--paths pool,template,cold] [--out FILE]
  *
  * Prints one JSON object per scenario, then a table of medians and KVM/TCG ratios, and writes
  * everything to FILE (default bench/results/kvm-<time>.json).
@@ -34,6 +34,8 @@ function arg(name: string): string | undefined {
 }
 
 const RUNS = Number(arg("--runs") ?? process.env["MSB_KVM_BENCH_RUNS"] ?? 3);
+/** Which start paths to measure (comma-separated); the first one's server also times the REPL. */
+const PATHS = (arg("--paths") ?? "pool,template,cold").split(",") as StartMode[];
 const TEMPLATE_WAIT_MS = 1_200_000;
 
 /** One scenario under one accelerator; a scenario that throws is a result with no samples. */
@@ -86,9 +88,9 @@ async function main(): Promise<number> {
     );
   const results: ScenarioResult[] = [];
   // Interleaved by path, so that a slow phase of the shared host hits both accelerators alike.
-  for (const mode of ["pool", "template", "cold"] as const) {
+  for (const mode of PATHS) {
     for (const accel of ["kvm", "tcg"] as const) {
-      results.push(...(await measure(accel, mode, mode === "pool")));
+      results.push(...(await measure(accel, mode, mode === PATHS[0])));
     }
   }
   const median = (name: string, accel: Accel): number | null =>
