@@ -1,19 +1,7 @@
 import type { Progress } from "@msb/proto";
 
-/** A progress event with every field defaulted, so callers name only what they know. */
-export function progress(fields: Partial<Progress> & { phase: string }): Progress {
-  return {
-    digest: "",
-    currentBytes: 0,
-    currentTotalBytes: 0,
-    doneBytes: 0,
-    totalBytes: 0,
-    doneItems: 0,
-    totalItems: 0,
-    message: "",
-    ...fields,
-  };
-}
+/** A progress event with every field defaulted (shared with the control plane's tests). */
+export { progressEvent as progress } from "@msb/proto";
 
 /** A long operation: yields progress, returns its result. */
 export type Operation<T> = AsyncGenerator<Progress, T, undefined>;

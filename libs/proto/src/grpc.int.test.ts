@@ -10,6 +10,7 @@ import {
   callUnary,
   createGrpcChannelCredentials,
   createTypedClient,
+  progressEvent,
   readServerStream,
   serverStreamHandler,
   unaryHandler,
@@ -36,7 +37,7 @@ beforeAll(async () => {
       "PullImage",
       async function* (request: { reference: string }): AsyncGenerator<PullImageResponse> {
         await Promise.resolve();
-        yield { event: { $case: "progress", value: progressLine("resolving") } };
+        yield { event: { $case: "progress", value: progressEvent({ phase: "resolving" }) } };
         if (request.reference === "fault") throw new Error("disk exploded at /secret/path");
         throw new MsbError("IMAGE_NOT_FOUND", `No image '${request.reference}'.`, {
           details: { reference: request.reference },
@@ -82,20 +83,6 @@ afterAll(() => {
   server.forceShutdown();
   rmSync(dir, { recursive: true, force: true });
 });
-
-function progressLine(phase: string) {
-  return {
-    phase,
-    digest: "",
-    currentBytes: 0,
-    currentTotalBytes: 0,
-    doneBytes: 0,
-    totalBytes: 0,
-    doneItems: 0,
-    totalItems: 0,
-    message: "",
-  };
-}
 
 async function drain(reference: string): Promise<{ events: number; error: unknown }> {
   let events = 0;

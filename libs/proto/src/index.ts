@@ -91,3 +91,4 @@ export {
   type TypedMethod,
 } from "./grpc.js";
 export { bindGrpcServer, type BindGrpcServerOptions } from "./bind.js";
+export { progressEvent } from "./progress.js";

@@ -14,6 +14,7 @@ import {
   RunStatus,
   VmState,
   VmmServiceService,
+  progressEvent,
   serverStreamHandler,
   toServiceError,
   unaryHandler,
@@ -173,17 +174,7 @@ describe("gRPC backends", () => {
         yield {
           event: {
             $case: "progress",
-            value: {
-              phase: "downloading",
-              digest: "",
-              currentBytes: 0,
-              currentTotalBytes: 0,
-              doneBytes: 0,
-              totalBytes: 0,
-              doneItems: 0,
-              totalItems: 0,
-              message: "",
-            },
+            value: progressEvent({ phase: "downloading" }),
           },
         };
         yield {

@@ -1,4 +1,5 @@
 import { MsbError } from "@msb/errors";
+import { progressEvent } from "@msb/proto";
 import type {
   ImageProgress,
   ImageStoreBackend,
@@ -6,20 +7,9 @@ import type {
   StoredImage,
 } from "../images/backend.js";
 
-/** Fields of a progress event a test does not care about are zero. */
+/** Fields of a progress event a test does not care about are zero; the phase is "downloading". */
 export function progress(fields: Partial<ImageProgress>): ImageProgress {
-  return {
-    phase: "downloading",
-    digest: "",
-    currentBytes: 0,
-    currentTotalBytes: 0,
-    doneBytes: 0,
-    totalBytes: 0,
-    doneItems: 0,
-    totalItems: 0,
-    message: "",
-    ...fields,
-  };
+  return progressEvent({ phase: "downloading", ...fields });
 }
 
 export function storedImage(reference: string, fields: Partial<StoredImage> = {}): StoredImage {
