@@ -7,6 +7,8 @@ import {
   VmmServiceService,
   createTypedClient,
   type AttachRequest,
+  type ExecResult,
+  type RunCodeResult,
   type Vm,
 } from "@msb/proto";
 import type {
@@ -163,29 +165,21 @@ export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBac
         },
         { timeoutMs: request.timeoutMs + grace, signal },
       );
-      for await (const message of stream) {
-        const event = message.event;
-        if (event?.$case === "output") yield toOutput(event.value.stream, event.value.data);
-        else if (event?.$case === "result") {
-          const r = event.value;
-          const result: RunCodeResultEvent = {
-            type: "result",
-            status:
-              r.status === RunStatus.RUN_STATUS_SUCCESS
-                ? "success"
-                : r.status === RunStatus.RUN_STATUS_TIMEOUT
-                  ? "timeout"
-                  : "error",
-            errorType: r.errorType,
-            errorMessage: r.errorMessage,
-            traceback: r.traceback,
-            truncated: r.truncated,
-            restarted: r.restarted,
-            durationMs: r.durationMs,
-          };
-          yield result;
-        }
-      }
+      yield* outputThenResult<RunCodeResult, RunCodeResultEvent>(stream, (r) => ({
+        type: "result",
+        status:
+          r.status === RunStatus.RUN_STATUS_SUCCESS
+            ? "success"
+            : r.status === RunStatus.RUN_STATUS_TIMEOUT
+              ? "timeout"
+              : "error",
+        errorType: r.errorType,
+        errorMessage: r.errorMessage,
+        traceback: r.traceback,
+        truncated: r.truncated,
+        restarted: r.restarted,
+        durationMs: r.durationMs,
+      }));
     },
 
     async *exec(request, signal) {
@@ -202,22 +196,14 @@ export function createGrpcVmmBackend(options: GrpcVmmBackendOptions): GrpcVmmBac
         },
         { timeoutMs: request.timeoutMs + grace, signal },
       );
-      for await (const message of stream) {
-        const event = message.event;
-        if (event?.$case === "output") yield toOutput(event.value.stream, event.value.data);
-        else if (event?.$case === "result") {
-          const r = event.value;
-          const result: ExecResultEvent = {
-            type: "result",
-            exitCode: r.exitCode,
-            signal: r.signal,
-            timedOut: r.timedOut,
-            truncated: r.truncated,
-            durationMs: r.durationMs,
-          };
-          yield result;
-        }
-      }
+      yield* outputThenResult<ExecResult, ExecResultEvent>(stream, (r) => ({
+        type: "result",
+        exitCode: r.exitCode,
+        signal: r.signal,
+        timedOut: r.timedOut,
+        truncated: r.truncated,
+        durationMs: r.durationMs,
+      }));
     },
 
     async readFile(vmId, path, maxBytes, signal) {
@@ -311,6 +297,22 @@ function toAttachRequest(input: AttachInput): AttachRequest {
       return { event: { $case: "signal", value: input.signal } };
     case "eof":
       return { event: { $case: "stdinEof", value: {} } };
+  }
+}
+
+type OutputOrResult<R> =
+  | { readonly $case: "output"; readonly value: { stream: OutputStream; data: Uint8Array } }
+  | { readonly $case: "result"; readonly value: R };
+
+/** Yields a run's output events, and its result mapped by `toResult` (RunCode and Exec). */
+async function* outputThenResult<R, E>(
+  stream: AsyncIterable<{ event?: OutputOrResult<R> | undefined }>,
+  toResult: (result: R) => E,
+): AsyncGenerator<OutputEvent | E> {
+  for await (const message of stream) {
+    const event = message.event;
+    if (event?.$case === "output") yield toOutput(event.value.stream, event.value.data);
+    else if (event?.$case === "result") yield toResult(event.value);
   }
 }
 
