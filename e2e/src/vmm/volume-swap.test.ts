@@ -3,7 +3,7 @@ import { mkdir, readdir, rename, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { CreateVmRequest, NetworkMode } from "@msb/proto";
+import { NetworkMode } from "@msb/proto";
 import {
   createVm as createTestVm,
   exec,
