@@ -177,44 +177,33 @@ export function serverStreamHandler<Req, Res>(
   fn: (request: Req, ctx: HandlerContext) => AsyncIterable<Res>,
 ): (call: ServerWritableStream<Req, Res>) => void {
   return (call) => {
-    writeAll(call, logger, method, (ctx) => fn(call.request, ctx));
-  };
-}
-
-/**
- * Writes what `messages` yields to `call` with back-pressure, then ends it; a thrown error
- * becomes the status. The signal aborts when the caller goes away.
- */
-function writeAll<Res>(
-  call: ServerWritableStream<unknown, Res> | ServerDuplexStream<unknown, Res>,
-  logger: ErrorLogger,
-  method: string,
-  messages: (ctx: HandlerContext) => AsyncIterable<Res>,
-): void {
-  const controller = new AbortController();
-  call.on("cancelled", () => controller.abort(new MsbError("CANCELLED", "The caller went away.")));
-  void (async () => {
-    try {
-      for await (const message of messages({
-        signal: controller.signal,
-        metadata: call.metadata,
-      })) {
-        if (controller.signal.aborted) return;
-        if (!call.write(message)) {
-          await new Promise<void>((resolve) => {
-            call.once("drain", resolve);
-            controller.signal.addEventListener("abort", () => resolve(), { once: true });
-          });
+    const controller = new AbortController();
+    call.on("cancelled", () =>
+      controller.abort(new MsbError("CANCELLED", "The caller went away.")),
+    );
+    void (async () => {
+      try {
+        for await (const message of fn(call.request, {
+          signal: controller.signal,
+          metadata: call.metadata,
+        })) {
+          if (controller.signal.aborted) return;
+          if (!call.write(message)) {
+            await new Promise<void>((resolve) => {
+              call.once("drain", resolve);
+              controller.signal.addEventListener("abort", () => resolve(), { once: true });
+            });
+          }
         }
+        call.end();
+      } catch (err) {
+        if (controller.signal.aborted) return;
+        // grpc-js sends a status (with our trailers) for an error emitted on the call;
+        // destroy() would drop the stream and leave the client waiting for its deadline.
+        call.emit("error", logIfInternal(logger, err, method));
       }
-      call.end();
-    } catch (err) {
-      if (controller.signal.aborted) return;
-      // grpc-js sends a status (with our trailers) for an error emitted on the call;
-      // destroy() would drop the stream and leave the client waiting for its deadline.
-      call.emit("error", logIfInternal(logger, err, method));
-    }
-  })();
+    })();
+  };
 }
 
 /**
@@ -229,7 +218,30 @@ export function bidiStreamHandler<Req, Res>(
   fn: (requests: AsyncIterable<Req>, ctx: HandlerContext) => AsyncIterable<Res>,
 ): (call: ServerDuplexStream<Req, Res>) => void {
   return (call) => {
-    writeAll(call, logger, method, (ctx) => fn(call as AsyncIterable<Req>, ctx));
+    const controller = new AbortController();
+    call.on("cancelled", () =>
+      controller.abort(new MsbError("CANCELLED", "The caller went away.")),
+    );
+    void (async () => {
+      try {
+        for await (const message of fn(call as AsyncIterable<Req>, {
+          signal: controller.signal,
+          metadata: call.metadata,
+        })) {
+          if (controller.signal.aborted) return;
+          if (!call.write(message)) {
+            await new Promise<void>((resolve) => {
+              call.once("drain", resolve);
+              controller.signal.addEventListener("abort", () => resolve(), { once: true });
+            });
+          }
+        }
+        call.end();
+      } catch (err) {
+        if (controller.signal.aborted) return;
+        call.emit("error", logIfInternal(logger, err, method));
+      }
+    })();
   };
 }
 

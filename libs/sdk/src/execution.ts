@@ -46,8 +46,14 @@ export function replayChunks(result: unknown): OutputItem[] {
   return items.map((i) => ({ stream: i.stream, text: `${i.text}\n` }));
 }
 
-/** What a finished cell or command has in common: its raw result and its output streams. */
-abstract class Finished {
+/**
+ * The outcome of one REPL cell (`sandbox.repl.run`). `status` is "success", "error" (the code
+ * threw; the stack is in `error()`) or "timeout" (the cell was stopped; the sandbox keeps
+ * working).
+ */
+export class Execution {
+  readonly status: string;
+  readonly language: string;
   /** The server dropped output beyond its cap. */
   readonly truncated: boolean;
   /** The `result` object as the server sent it. */
@@ -58,39 +64,19 @@ abstract class Finished {
     const data = isRecord(result) ? result : {};
     this.raw = data;
     this.#items = outputItems(data);
+    this.status = typeof data["status"] === "string" ? data["status"] : "unknown";
+    this.language = typeof data["language"] === "string" ? data["language"] : "unknown";
     this.truncated = data["truncated"] === true;
   }
 
-  /** Standard output. */
+  /** Standard output of the cell. */
   output(): Promise<string> {
     return Promise.resolve(joinStream(this.#items, "stdout"));
   }
 
-  /** Standard error (stack traces land here). */
+  /** Standard error of the cell (stack traces land here). */
   error(): Promise<string> {
     return Promise.resolve(joinStream(this.#items, "stderr"));
-  }
-
-  /** True when anything non-empty was written to stderr. */
-  protected wroteStderr(): boolean {
-    return this.#items.some((i) => i.stream === "stderr" && i.text !== "");
-  }
-}
-
-/**
- * The outcome of one REPL cell (`sandbox.repl.run`). `status` is "success", "error" (the code
- * threw; the stack is in `error()`) or "timeout" (the cell was stopped; the sandbox keeps
- * working).
- */
-export class Execution extends Finished {
-  readonly status: string;
-  readonly language: string;
-
-  constructor(result: unknown) {
-    super(result);
-    const data = this.raw;
-    this.status = typeof data["status"] === "string" ? data["status"] : "unknown";
-    this.language = typeof data["language"] === "string" ? data["language"] : "unknown";
   }
 
   /**
@@ -103,28 +89,43 @@ export class Execution extends Finished {
     if (this.status === "error" || this.status === "exception" || this.status === "timeout") {
       return true;
     }
-    return this.wroteStderr();
+    return this.#items.some((i) => i.stream === "stderr" && i.text !== "");
   }
 }
 
 /** The outcome of one command (`sandbox.command.run`). */
-export class CommandExecution extends Finished {
+export class CommandExecution {
   /** The process's exit code; -1 when it was killed or never ran. */
   readonly exitCode: number;
   readonly success: boolean;
   readonly command: string;
   readonly args: readonly string[];
   readonly timedOut: boolean;
+  readonly truncated: boolean;
+  readonly raw: Readonly<Record<string, unknown>>;
+  readonly #items: OutputItem[];
 
   constructor(result: unknown) {
-    super(result);
-    const data = this.raw;
+    const data = isRecord(result) ? result : {};
+    this.raw = data;
+    this.#items = outputItems(data);
     this.exitCode = typeof data["exit_code"] === "number" ? data["exit_code"] : -1;
     this.success = typeof data["success"] === "boolean" ? data["success"] : this.exitCode === 0;
     this.command = typeof data["command"] === "string" ? data["command"] : "";
     const args = data["args"];
     this.args = Array.isArray(args) ? args.map(String) : [];
     this.timedOut = data["timed_out"] === true || data["status"] === "timeout";
+    this.truncated = data["truncated"] === true;
+  }
+
+  /** Standard output of the command. */
+  output(): Promise<string> {
+    return Promise.resolve(joinStream(this.#items, "stdout"));
+  }
+
+  /** Standard error of the command. */
+  error(): Promise<string> {
+    return Promise.resolve(joinStream(this.#items, "stderr"));
   }
 
   hasError(): boolean {
