@@ -199,6 +199,26 @@ describe("MCP at /mcp over a real HTTP connection", () => {
     // The session still works.
     expect((await client.listTools()).tools).toHaveLength(5);
   });
+
+  it("answers arguments with a `constructor: null` key with -32602, not -32603 (soak finding: zod 4 threw)", async () => {
+    const client = await connect(h.key("*"));
+    await expect(
+      client.request(
+        {
+          method: "tools/call",
+          params: { name: "sandbox_stop", arguments: { constructor: null } },
+        },
+        CallToolResultSchema,
+      ),
+    ).rejects.toMatchObject({ code: -32602 });
+    await expect(
+      client.request(
+        { method: "prompts/get", params: { name: "x", arguments: { constructor: null } } },
+        GetPromptResultSchema,
+      ),
+    ).rejects.toMatchObject({ code: -32602 });
+    expect((await client.listTools()).tools).toHaveLength(5);
+  });
 });
 
 describe("MCP sessions under a session flood", () => {

@@ -155,6 +155,26 @@ export function registerMcpRoute(
         );
       }
 
+      // The MCP SDK validates with zod 4, which throws (instead of failing) on an object with a
+      // `constructor` key whose value is null: that would leave as -32603 for bad input. No
+      // MCP message or msb tool argument has such a key, so it is refused before the SDK.
+      if (request.method === "POST" && hasConstructorKey(request.body)) {
+        const id = messageId(request.body);
+        // 200 with a JSON-RPC error, as the SDK answers other bad params: MCP clients read a
+        // non-2xx answer as a transport failure and never see the code.
+        return reply
+          .status(200)
+          .send(
+            errorResponse(
+              id,
+              new MsbError(
+                "INVALID_PARAMS",
+                "An object in this MCP message has a key named 'constructor', which no MCP method or msb tool accepts. Remove it.",
+              ),
+            ),
+          );
+      }
+
       const auth: AuthInfo = {
         token: "",
         clientId: caller.id,
@@ -166,4 +186,18 @@ export function registerMcpRoute(
       await session.transport.handleRequest(request.raw, reply.raw, request.body);
     },
   });
+}
+
+/** Whether `value` (parsed JSON) holds an object with an own `constructor` key, at any depth. */
+function hasConstructorKey(value: unknown, depth = 0): boolean {
+  if (typeof value !== "object" || value === null || depth > 64) return false;
+  if (!Array.isArray(value) && Object.hasOwn(value, "constructor")) return true;
+  return Object.values(value).some((v) => hasConstructorKey(v, depth + 1));
+}
+
+/** The id of a single JSON-RPC message, so that its error reaches the waiting request. */
+function messageId(body: unknown): string | number | null {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) return null;
+  const id = (body as { id?: unknown }).id;
+  return typeof id === "string" || typeof id === "number" ? id : null;
 }
